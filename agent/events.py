@@ -1,0 +1,66 @@
+"""Small frozen records passed between the stages of a line.
+
+ingest -> Trigger, Frame; infer -> Detection; postprocess -> Verdict;
+act/deliver consume an Inspection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Trigger:
+    line: str
+    seq: int  # per-line, from 1; echoed to the PLC as the inspection id
+    t_mono: float
+    t_wall: float
+    source: str  # "gpio", ...
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    camera: str
+    seq: int
+    image: np.ndarray  # HxWx3 uint8 BGR
+    t_mono: float
+    t_wall: float
+
+
+@dataclass(frozen=True)
+class Detection:
+    class_id: int
+    label: str
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source-frame pixels
+
+
+class Outcome(str, Enum):
+    PASS = "pass"
+    REJECT = "reject"
+    NO_READ = "no_read"  # nothing to judge: the part is rejected (fail-safe)
+
+    @property
+    def rejects(self) -> bool:
+        return self is not Outcome.PASS
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    defects: tuple[Detection, ...] = ()  # detections over their threshold
+    reason: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Inspection:
+    """Everything known about one triggered inspection, handed to act and deliver."""
+
+    event_id: str
+    trigger: Trigger
+    verdict: Verdict
+    frame: Frame | None  # None on a no-read
+    timings_ms: dict[str, float] = field(default_factory=dict)
