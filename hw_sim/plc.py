@@ -1,0 +1,223 @@
+"""A simulated PLC: a real Modbus TCP server on loopback that records inspection results.
+
+Modelled on pymodbus's own simulator: a SimDevice (register blocks) plus an action
+hook that gives it behaviour. The hook fires when the agent writes the reject coil,
+which is the write that completes a result, and records the result registers as
+they are at that moment. pymodbus types stay inside this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+log = logging.getLogger(__name__)
+
+HOLDING_REGISTER_COUNT = 1000
+COIL_COUNT = 1000
+
+_READ_HOLDING_REGISTERS = 3
+_WRITE_SINGLE_COIL = 5
+_WRITE_MULTIPLE_COILS = 15
+_RESULT_REGISTER_COUNT = 4  # inspection id (u32: hi, lo), result code, defect count
+
+_START_TIMEOUT_S = 5.0
+_STOP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class PlcResult:
+    t_mono: float  # time.monotonic() when the reject-coil write arrived (completes a result)
+    inspection_id: int
+    result_code: int
+    defect_count: int
+    reject: bool
+
+
+class SimPlc:
+    """A PLC on 127.0.0.1 with 1000 holding registers and 1000 coils (0-based addresses).
+
+    Coils and holding registers are separate address spaces, as on a real PLC.
+    Registers reset on every start(), like a PLC power cycle; results() survives
+    restarts, because it is the test's record of what the PLC received.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        device_id: int = 1,
+        inspection_id_addr: int = 100,
+        reject_coil_addr: int = 10,
+    ) -> None:
+        if not 0 <= inspection_id_addr <= HOLDING_REGISTER_COUNT - _RESULT_REGISTER_COUNT:
+            raise ValueError(
+                f"inspection_id_addr={inspection_id_addr} must leave 4 result registers "
+                f"inside holding registers 0..{HOLDING_REGISTER_COUNT - 1}"
+            )
+        if not 0 <= reject_coil_addr < COIL_COUNT:
+            raise ValueError(f"reject_coil_addr={reject_coil_addr} must be in 0..{COIL_COUNT - 1}")
+        self.host = host
+        self.port = port  # replaced by the real port on the first start()
+        self._device_id = device_id
+        self._inspection_id_addr = inspection_id_addr
+        self._reject_coil_addr = reject_coil_addr
+
+        self._results: list[PlcResult] = []
+        self._results_changed = threading.Condition()
+
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: ModbusTcpServer | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._listening = threading.Event()
+        self._start_error: BaseException | None = None
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._listening.clear()
+        self._start_error = None
+        self._thread = threading.Thread(target=self._run_server, name=f"sim-plc:{self.port}", daemon=True)
+        self._thread.start()
+        if not self._listening.wait(_START_TIMEOUT_S):
+            self.stop()
+            raise RuntimeError(f"SimPlc did not start listening on {self.host}:{self.port} within {_START_TIMEOUT_S} s")
+        if self._start_error is not None:
+            error = self._start_error
+            self._thread.join(_STOP_TIMEOUT_S)
+            self._thread = None
+            raise RuntimeError(f"SimPlc could not listen on {self.host}:{self.port}: {error}") from error
+        self._thread.name = f"sim-plc:{self.port}"
+
+    def stop(self) -> None:
+        thread = self._thread
+        if thread is None:
+            return
+        loop, stop_requested = self._loop, self._stop_requested
+        if loop is not None and stop_requested is not None:
+            try:
+                loop.call_soon_threadsafe(stop_requested.set)
+            except RuntimeError:  # the loop already finished on its own
+                pass
+        thread.join(_STOP_TIMEOUT_S)
+        if thread.is_alive():
+            raise RuntimeError(f"SimPlc on port {self.port} did not stop within {_STOP_TIMEOUT_S} s")
+        self._thread = None
+
+    def __enter__(self) -> SimPlc:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    # -- what the PLC received ------------------------------------------------------------
+
+    def results(self) -> list[PlcResult]:
+        with self._results_changed:
+            return list(self._results)
+
+    def wait_for_results(self, n: int, timeout: float) -> list[PlcResult]:
+        """Return all results once there are at least n; raise TimeoutError otherwise."""
+        with self._results_changed:
+            if not self._results_changed.wait_for(lambda: len(self._results) >= n, timeout):
+                raise TimeoutError(f"SimPlc received {len(self._results)} of {n} results within {timeout} s")
+            return list(self._results)
+
+    def read_holding(self, address: int, count: int) -> list[int]:
+        if address < 0 or count < 1 or address + count > HOLDING_REGISTER_COUNT:
+            raise ValueError(
+                f"holding registers {address}..{address + count - 1} are outside 0..{HOLDING_REGISTER_COUNT - 1}"
+            )
+        loop, server = self._loop, self._server
+        if not self.running or loop is None or server is None:
+            raise RuntimeError("SimPlc is not running; start() it before reading registers")
+        read = server.async_getValues(self._device_id, _READ_HOLDING_REGISTERS, address, count)
+        return list(asyncio.run_coroutine_threadsafe(read, loop).result(_STOP_TIMEOUT_S))
+
+    # -- the server thread ----------------------------------------------------------------
+
+    def _build_device(self) -> SimDevice:
+        # Four separate blocks (coils, discrete inputs, holding, input registers), as on a
+        # classic PLC; in pymodbus's shared mode coil 10 would alias holding register 10.
+        return SimDevice(
+            id=self._device_id,
+            simdata=(
+                [SimData(address=0, values=[False] * COIL_COUNT, datatype=DataType.BITS)],
+                [SimData(address=0, values=[False] * 16, datatype=DataType.BITS)],
+                [SimData(address=0, count=HOLDING_REGISTER_COUNT, values=0, datatype=DataType.REGISTERS)],
+                [SimData(address=0, count=16, values=0, datatype=DataType.REGISTERS)],
+            ),
+            action=self._on_access,
+        )
+
+    def _run_server(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except Exception as exc:
+            if self._listening.is_set():
+                log.exception("SimPlc on port %d failed", self.port)
+            else:  # start() raises it in the caller's thread
+                self._start_error = exc
+                self._listening.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_requested = asyncio.Event()
+        server = ModbusTcpServer(self._build_device(), address=(self.host, self.port))
+        await server.serve_forever(background=True)  # raises if it cannot listen
+        self._server = server
+        self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._listening.set()
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await server.shutdown()  # also closes the open client connections
+            await asyncio.sleep(0)  # let the transports run their close callbacks
+            self._server = None
+            self._loop = None
+
+    async def _on_access(
+        self,
+        function_code: int,
+        _start_address: int,
+        address: int,
+        _count: int,
+        _current_registers: list[int],
+        set_values: list[int] | list[bool] | None,
+    ) -> None:
+        """pymodbus SimDevice action: runs on every access, before a write is applied."""
+        if function_code not in (_WRITE_SINGLE_COIL, _WRITE_MULTIPLE_COILS) or set_values is None:
+            return None
+        bit = self._reject_coil_addr - address
+        if not 0 <= bit < len(set_values):
+            return None
+        arrived = time.monotonic()
+        assert self._server is not None
+        id_hi, id_lo, result_code, defect_count = await self._server.async_getValues(
+            self._device_id, _READ_HOLDING_REGISTERS, self._inspection_id_addr, _RESULT_REGISTER_COUNT
+        )
+        result = PlcResult(
+            t_mono=arrived,
+            inspection_id=(int(id_hi) << 16) | int(id_lo),
+            result_code=int(result_code),
+            defect_count=int(defect_count),
+            reject=bool(set_values[bit]),
+        )
+        with self._results_changed:
+            self._results.append(result)
+            self._results_changed.notify_all()
+        return None
