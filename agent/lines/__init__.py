@@ -1,0 +1,1 @@
+"""Lines: one trigger -> capture -> infer -> rule -> act -> deliver path each."""

@@ -1,0 +1,111 @@
+"""Config loading: the example is valid, and every kind of mistake names file, line and field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load_config
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "provisioning" / "inspection.example.yaml"
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+
+
+def test_example_config_is_valid():
+    config = load_config(EXAMPLE)
+    line = config.lines["inspect"]
+    assert line.trigger.pin == 17
+    assert config.models["defects"].path == EXAMPLE.parent / "../models/inspection-detector/int8"
+
+
+@pytest.mark.parametrize(
+    "old, new, needle, expected",
+    [
+        ("pin: 17 ", "pin: [17] ", "pin: [17]", "lines.inspect.trigger.pin: input should be an integer"),
+        ("pin: 17 ", "pin: seventeen ", "pin: seventeen", "lines.inspect.trigger.pin: input should be an integer"),
+        ("port: 502", "port: abc", "port: abc", "plc.port: input should be a valid integer"),
+        ("pulse_ms: 50", "pulse_ms: 50\n      colour: red", "colour: red", "lines.inspect.reject_output.colour: unknown key"),
+        ("scratch: 0.4", "scratch: 1.5", "thresholds:", "lines.inspect.thresholds: threshold for 'scratch' must be between 0 and 1"),
+        ("camera: cam0\n    model", "camera: cam9\n    model", "camera: cam9", "lines.inspect.camera: no camera named 'cam9'"),
+        ("type: gpio", "type: serial", "trigger:", "lines.inspect.trigger: input tag 'serial'"),
+        ("device: CPU", "device: TPU", "device: TPU", "models.defects.device: input should be 'CPU', 'GPU', 'NPU' or 'AUTO'"),
+    ],
+)
+def test_errors_name_file_line_and_field(tmp_path, old, new, needle, expected):
+    text = EXAMPLE.read_text()
+    assert old in text
+    text = text.replace(old, new, 1)
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}:{_line_of(text, needle)} {expected}" in str(info.value)
+
+
+def test_missing_section_points_at_parent(tmp_path):
+    text = EXAMPLE.read_text().replace("  id: line1-box1", "  # no id")
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"{path}:{_line_of(text, 'device:')} device.id: required field is missing"):
+        load_config(path)
+
+
+def test_all_errors_reported_at_once(tmp_path):
+    text = EXAMPLE.read_text().replace("pin: 17 ", "pin: x ").replace("port: 502", "port: 0")
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    assert len(info.value.issues) == 2
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("lines: [", ":1: not valid YAML"),
+        ("- a\n- b\n", ":1: the file must be a YAML mapping"),
+        ("", ":1: the file must be a YAML mapping"),
+    ],
+)
+def test_unparseable_files(tmp_path, text, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(_write(tmp_path, text))
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_cli(tmp_path):
+    ok = _cli("check-config", str(EXAMPLE))
+    assert ok.returncode == 0, ok.stderr
+    assert "OK" in ok.stdout
+
+    text = EXAMPLE.read_text().replace("pin: 17 ", "pin: [1] ")
+    path = _write(tmp_path, text)
+    bad = _cli("check-config", str(path))
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == f"{path}:{_line_of(text, 'pin: [1]')} lines.inspect.trigger.pin: input should be an integer (BCM number) or a pin name like 'GPIO17'"
+    assert "Traceback" not in bad.stderr
+
+
+def test_run_with_bad_config_exits_2(tmp_path):
+    path = _write(tmp_path, EXAMPLE.read_text().replace("port: 502", "port: 99999"))
+    result = _cli("run", "--config", str(path))
+    assert result.returncode == 2
+    assert "plc.port: input should be less than or equal to 65535" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,91 @@
+"""Pure logic: letterbox mapping, crop windows, NMS and YOLOv8 decoding, the reject rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.events import Detection, Outcome
+from agent.infer.geometry import crop_box, letterbox
+from agent.infer.nms import decode_yolov8, nms
+from agent.postprocess.inspection_rule import DefectRule
+
+
+def test_letterbox_round_trip():
+    image = np.zeros((480, 640, 3), np.uint8)
+    out, box = letterbox(image, (320, 320))
+    assert out.shape == (320, 320, 3)
+    assert box.scale == 0.5 and box.pad_x == 0 and box.pad_y == 40
+    assert (out[:40] == 114).all() and (out[280:] == 114).all()
+    source = box.to_source(np.array([[50.0, 60.0, 150.0, 140.0]]), 640, 480)
+    np.testing.assert_allclose(source, [[100, 40, 300, 200]])
+
+
+def test_letterbox_clips_to_frame():
+    _, box = letterbox(np.zeros((480, 640, 3), np.uint8), (320, 320))
+    source = box.to_source(np.array([[-10.0, 0.0, 400.0, 330.0]]), 640, 480)
+    np.testing.assert_allclose(source, [[0, 0, 640, 480]])
+
+
+@pytest.mark.parametrize(
+    "box, margin, min_size, expected",
+    [
+        ((100, 100, 140, 120), 0, 1, (100, 100, 140, 120)),
+        ((100, 100, 140, 120), 8, 1, (92, 92, 148, 128)),
+        ((100, 100, 110, 104), 0, 32, (89, 86, 121, 118)),  # grown to the minimum, centred
+        ((0, 0, 10, 10), 8, 32, (0, 0, 32, 32)),  # shifted inside at the top-left corner
+        ((630, 470, 640, 480), 8, 32, (608, 448, 640, 480)),  # and at the bottom-right
+        ((-50, -50, 700, 500), 0, 1, (0, 0, 640, 480)),  # never larger than the frame
+    ],
+)
+def test_crop_box(box, margin, min_size, expected):
+    assert crop_box(box, 640, 480, margin, min_size) == expected
+
+
+def test_crop_box_always_non_empty_and_inside():
+    rng = np.random.default_rng(0)
+    for _ in range(1000):
+        x1, y1 = rng.uniform(-100, 700, 2)
+        box = (x1, y1, x1 + rng.uniform(0, 300), y1 + rng.uniform(0, 300))
+        left, top, right, bottom = crop_box(box, 640, 480, int(rng.integers(0, 20)), int(rng.integers(1, 100)))
+        assert 0 <= left < right <= 640 and 0 <= top < bottom <= 480
+
+
+def test_nms_is_class_aware():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    classes = np.array([0, 0, 1, 0])
+    keep = nms(boxes, scores, classes, iou_threshold=0.5, max_detections=10)
+    assert keep.tolist() == [0, 2, 3]  # box 1 overlaps box 0 of its class; box 2 is another class
+    assert nms(boxes, scores, classes, 0.5, max_detections=2).tolist() == [0, 2]
+    assert nms(np.empty((0, 4)), np.empty(0), np.empty(0), 0.5, 10).size == 0
+
+
+def test_decode_yolov8_layout():
+    # two anchors, two classes: [1, 4 + 2, 2]
+    output = np.array([[[100, 10], [50, 10], [20, 4], [10, 4], [0.1, 0.2], [0.9, 0.01]]], np.float32)
+    boxes, scores, class_ids = decode_yolov8(output, conf_threshold=0.5)
+    np.testing.assert_allclose(boxes, [[90, 45, 110, 55]])
+    assert scores.tolist() == pytest.approx([0.9]) and class_ids.tolist() == [1]
+    with pytest.raises(ValueError, match=r"\[1, 4\+classes, anchors\]"):
+        decode_yolov8(np.zeros((1, 3, 7), np.float32), 0.5)
+
+
+def _det(label: str, score: float) -> Detection:
+    return Detection(0, label, score, (0, 0, 10, 10))
+
+
+def test_rule_rejects_any_defect_over_its_threshold():
+    rule = DefectRule(default_threshold=0.5, thresholds={"stain": 0.8})
+    assert rule.judge([]).outcome is Outcome.PASS
+    assert rule.judge([_det("scratch", 0.49), _det("stain", 0.79)]).outcome is Outcome.PASS
+    verdict = rule.judge([_det("scratch", 0.5), _det("stain", 0.79)])
+    assert verdict.outcome is Outcome.REJECT and [d.label for d in verdict.defects] == ["scratch"]
+    assert rule.judge([_det("stain", 0.8)]).outcome is Outcome.REJECT
+    assert rule.lowest_threshold == 0.5
+
+
+def test_no_read_rejects():
+    verdict = DefectRule.no_read("camera timeout")
+    assert verdict.outcome is Outcome.NO_READ and verdict.outcome.rejects
+    assert not Outcome.PASS.rejects
