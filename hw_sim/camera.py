@@ -1,0 +1,101 @@
+"""A simulated camera: serves whatever is in front of it as a JPEG snapshot over HTTP.
+
+The agent reads it through its ordinary `http_snapshot` source, the same code that reads a
+real camera's snapshot URL. Faults can be injected: HTTP errors, garbage bytes, a stall.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+import numpy as np
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("cannot encode the image as JPEG")
+    return data.tobytes()
+
+
+class SimCamera:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+        self._address = (host, port)
+        self._jpeg = b""
+        self._lock = threading.Lock()
+        self._faults: list[str] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.requests = 0
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2] if self._server else self._address
+        return f"http://{host}:{port}/snapshot.jpg"
+
+    def show(self, jpeg: bytes) -> None:
+        """What the camera sees from now on."""
+        with self._lock:
+            self._jpeg = jpeg
+
+    def inject(self, fault: str, count: int = 1) -> None:
+        """Make the next `count` snapshots fail: "http_error", "garbage" or "stall" (2 s)."""
+        if fault not in ("http_error", "garbage", "stall"):
+            raise ValueError(f"unknown camera fault {fault!r}")
+        with self._lock:
+            self._faults.extend([fault] * count)
+
+    def _next(self) -> tuple[str | None, bytes]:
+        with self._lock:
+            self.requests += 1
+            return (self._faults.pop(0) if self._faults else None), self._jpeg
+
+    def start(self) -> None:
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                if self.path.split("?")[0] != "/snapshot.jpg":
+                    self.send_error(404)
+                    return
+                fault, jpeg = camera._next()
+                if fault == "http_error":
+                    self.send_error(503, "sensor fault")
+                    return
+                if fault == "stall":
+                    time.sleep(2.0)
+                if fault == "garbage":
+                    jpeg = b"\xff\xd8 this is not a JPEG " * 20
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(jpeg)))
+                self.end_headers()
+                self.wfile.write(jpeg)
+
+            def log_message(self, *args):  # quiet: the test output is not an access log
+                pass
+
+        self._server = ThreadingHTTPServer(self._address, Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="sim-camera", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(2.0)
+        self._server = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
