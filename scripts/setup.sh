@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Sets up a checkout on Debian/Ubuntu: mosquitto (apt), a venv in .venv, and the Python packages.
+# Idempotent: a second run only checks. Usage: scripts/setup.sh [extra pip spec, e.g. '.[models]']
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12)' 2>/dev/null; then
+  echo "setup: edge-agent needs Python 3.10 to 3.12 ($PYTHON is $("$PYTHON" --version 2>&1 || echo missing))." >&2
+  echo "       Set PYTHON=/path/to/python3.11 or install one: sudo apt-get install -y python3 python3-venv" >&2
+  exit 1
+fi
+"$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else SUDO="none"; fi
+  if [ "$SUDO" = none ]; then
+    echo "setup: missing Debian packages: ${need_apt[*]}. As root run: apt-get update && apt-get install -y ${need_apt[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need_apt[*]} with apt-get"
+  $SUDO apt-get update -qq || { echo "setup: apt-get update failed; run: sudo apt-get update && sudo apt-get install -y ${need_apt[*]}" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null \
+    || { echo "setup: could not install ${need_apt[*]}; run: sudo apt-get install -y ${need_apt[*]}" >&2; exit 1; }
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed
+want="$(cat pyproject.toml) ${*:-}"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing Python packages into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]' "$@" \
+    || { echo "setup: pip install failed (see above); retry: .venv/bin/python -m pip install -e '.[test]'" >&2; exit 1; }
+  printf '%s' "$want" > "$stamp"
+fi
