@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 from . import __version__
 from .act.plc import ModbusTcpPlc, PlcRegisterMap
 from .config import AgentConfig
 from .deliver.mqtt import MqttPublisher, MqttSettings
 from .gpio import EdgeInput, PulseOutput, make_pin_factory
-from .infer.engine import Detector
+from .infer.cascade import Cascade
+from .infer.engine import Classifier, Detector, Model
 from .ingest.camera import HttpSnapshotCamera
+from .ingest.interval_trigger import IntervalTrigger
 from .lines.inspection import CropSettings, InspectionLine
 from .postprocess.inspection_rule import DefectRule
 
@@ -25,23 +26,28 @@ log = logging.getLogger(__name__)
 class App:
     """All of one device's lines and links. Build (may raise user errors), start, stop."""
 
-    def __init__(self, config: AgentConfig, *, pin_factory=None, cache_dir: Path | None = None):
+    def __init__(self, config: AgentConfig, *, pin_factory=None):
         self.config = config
         self._started_at: float | None = None
         self._closers: list = []  # undone in reverse order on stop, also after a failed build
         try:
-            self._build(config, pin_factory, cache_dir)
+            self._build(config, pin_factory)
         except BaseException:
             self._close_all()
             raise
 
-    def _build(self, config: AgentConfig, pin_factory, cache_dir: Path | None) -> None:
+    def _build(self, config: AgentConfig, pin_factory) -> None:
         # Models first: a missing or broken model is the likeliest user error, and is found
-        # before anything touches the line.
-        detectors = {}
+        # before anything touches the line. Triggered lines want the LATENCY hint.
+        def load(name: str) -> Model:
+            model = config.models[name]
+            return Model(model.path, device=model.device, performance_hint="LATENCY", cache_dir=config.model_cache_dir)
+
+        detectors, cascades = {}, {}
         for line_name, line_config in config.lines.items():
-            model = config.models[line_config.model]
-            detectors[line_name] = Detector(model.path, device=model.device, performance_hint="LATENCY", cache_dir=cache_dir)
+            detectors[line_name] = Detector(load(line_config.model))
+            if line_config.severity_model:
+                cascades[line_name] = Cascade(Classifier(load(line_config.severity_model)))
 
         self.publisher = MqttPublisher(
             MqttSettings(
@@ -62,7 +68,10 @@ class App:
         )
         self._closers.append(self.plc.close)
 
-        self.pin_factory = pin_factory if pin_factory is not None else make_pin_factory(config.gpio.pin_factory)
+        needs_gpio = any(line.trigger.type == "gpio" or line.reject_output for line in config.lines.values())
+        if pin_factory is None and needs_gpio:
+            pin_factory = make_pin_factory(config.gpio.pin_factory)
+        self.pin_factory = pin_factory
         self.cameras = {
             name: HttpSnapshotCamera(name, cam.url, timeout_s=cam.timeout_ms / 1000) for name, cam in config.cameras.items()
         }
@@ -79,7 +88,11 @@ class App:
                 device_id=config.device.id,
                 camera=self.cameras[line_config.camera],
                 detector=detectors[name],
-                rule=DefectRule(line_config.default_threshold, dict(line_config.thresholds)),
+                rule=DefectRule(
+                    line_config.default_threshold, dict(line_config.thresholds),
+                    frozenset(line_config.reject_severities) if line_config.reject_severities is not None else None,
+                ),
+                cascade=cascades.get(name),
                 plc=self.plc,
                 publisher=self.publisher,
                 reject_output=reject_output,
@@ -100,11 +113,14 @@ class App:
             self._closers.append(line.stop)
         # Triggers last: every stage behind them is running before the first part arrives.
         for line, trigger in self._inputs:
-            sensor = EdgeInput(
-                trigger.pin, self.pin_factory, line.on_trigger, edge=trigger.edge,
-                pull_up=trigger.pull_up, debounce_s=trigger.debounce_ms / 1000,
-            )
-            self._closers.append(sensor.close)
+            if trigger.type == "gpio":
+                source = EdgeInput(
+                    trigger.pin, self.pin_factory, line.on_trigger, edge=trigger.edge,
+                    pull_up=trigger.pull_up, debounce_s=trigger.debounce_ms / 1000,
+                )
+            else:
+                source = IntervalTrigger(trigger.period_ms / 1000, lambda t, line=line: line.on_trigger(t, "interval"), line.name)
+            self._closers.append(source.close)
         log.info("edge-agent %s running: device %s, lines %s", __version__, self.config.device.id, ", ".join(self.lines))
 
     def stop(self) -> None:

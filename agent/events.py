@@ -36,6 +36,8 @@ class Detection:
     label: str
     score: float
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source-frame pixels
+    # The second stage's top label and probability for this box (severity, product, ...), if any.
+    classification: tuple[str, float] | None = None
 
 
 class Outcome(str, Enum):

@@ -89,3 +89,16 @@ def test_no_read_rejects():
     verdict = DefectRule.no_read("camera timeout")
     assert verdict.outcome is Outcome.NO_READ and verdict.outcome.rejects
     assert not Outcome.PASS.rejects
+
+
+def test_rule_with_severities_rejects_only_listed_ones():
+    rule = DefectRule(0.5, reject_severities=frozenset({"critical", "major"}))
+    minor = Detection(0, "scratch", 0.9, (0, 0, 10, 10), classification=("minor", 0.97))
+    major = Detection(1, "dent", 0.6, (0, 0, 10, 10), classification=("major", 0.8))
+    unclassified = Detection(2, "stain", 0.7, (0, 0, 10, 10))
+    verdict = rule.judge([minor])
+    assert verdict.outcome is Outcome.PASS and verdict.defects == (minor,)  # reported, not rejected
+    assert rule.judge([minor, major]).outcome is Outcome.REJECT
+    assert rule.judge([unclassified]).outcome is Outcome.REJECT  # no severity: fail safe
+    low = Detection(1, "dent", 0.4, (0, 0, 10, 10), classification=("critical", 0.99))
+    assert rule.judge([low]).outcome is Outcome.PASS  # under the score threshold

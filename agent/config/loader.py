@@ -138,8 +138,9 @@ def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
 
 def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
     """Relative model paths are relative to the config file, not to the working directory."""
-    models = {
-        name: model.model_copy(update={"path": (base / model.path) if not model.path.is_absolute() else model.path})
-        for name, model in config.models.items()
-    }
-    return config.model_copy(update={"models": models})
+    def resolve(path: Path) -> Path:
+        return path if path.is_absolute() else base / path
+
+    models = {name: model.model_copy(update={"path": resolve(model.path)}) for name, model in config.models.items()}
+    cache = resolve(config.model_cache_dir) if config.model_cache_dir else None
+    return config.model_copy(update={"models": models, "model_cache_dir": cache})

@@ -103,7 +103,14 @@ class GpioTrigger(Strict):
 
 
 
-TriggerConfig = Annotated[Union[GpioTrigger], Field(discriminator="type")]
+class IntervalTriggerConfig(Strict):
+    """Fires every period_ms: time-lapse inspection, or a line without a sensor."""
+
+    type: Literal["interval"]
+    period_ms: float = Field(ge=10, le=86_400_000)
+
+
+TriggerConfig = Annotated[Union[GpioTrigger, IntervalTriggerConfig], Field(discriminator="type")]
 
 
 class RejectOutput(Strict):
@@ -124,6 +131,10 @@ class InspectionLine(Strict):
     camera: str
     trigger: TriggerConfig
     model: str
+    # Optional second stage: a classifier that grades each defect crop (e.g. minor/major/critical).
+    severity_model: str | None = None
+    # With severity_model: only these grades reject; None means every defect rejects.
+    reject_severities: list[str] | None = None
     # Per-class score thresholds; classes not listed use default_threshold.
     thresholds: dict[str, float] = {}
     default_threshold: float = Field(0.4, gt=0, lt=1)
@@ -143,6 +154,8 @@ class InspectionLine(Strict):
 class AgentConfig(Strict):
     device: DeviceConfig
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Compiled-model cache (OpenVINO CACHE_DIR): restarts skip recompiling. None: no cache.
+    model_cache_dir: Path | None = None
     mqtt: MqttConfig
     plc: PlcConfig
     gpio: GpioConfig = GpioConfig()
@@ -169,7 +182,11 @@ class AgentConfig(Strict):
             if line.camera not in self.cameras:
                 known = ", ".join(self.cameras) or "none"
                 issues.append((("lines", name, "camera"), f"no camera named {line.camera!r} (cameras: {known})"))
-            if line.model not in self.models:
-                known = ", ".join(self.models) or "none"
-                issues.append((("lines", name, "model"), f"no model named {line.model!r} (models: {known})"))
+            for key in ("model", "severity_model"):
+                ref = getattr(line, key)
+                if ref is not None and ref not in self.models:
+                    known = ", ".join(self.models) or "none"
+                    issues.append((("lines", name, key), f"no model named {ref!r} (models: {known})"))
+            if line.reject_severities is not None and line.severity_model is None:
+                issues.append((("lines", name, "reject_severities"), "needs a severity_model to grade defects"))
         return issues

@@ -1,55 +1,77 @@
 """OpenVINO runtime adapter: the only module that imports openvino.
 
-A detector takes a u8 BGR HWC frame of any size. The letterbox happens here with cv2; colour
-order, layout and scaling to [0, 1] run inside the compiled graph (PrePostProcessor).
+A model takes u8 BGR HWC frames of any size. Resizing or letterboxing, colour order, layout
+and scaling all run inside the compiled graph (PrePostProcessor), compiled once per source
+resolution and batch size; CACHE_DIR makes recompiles after a restart fast.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
 
 from ..events import Detection
-from .geometry import letterbox
+from .adapters import ADAPTER_SHAPES, INPUT_SPECS, InputSpec, choose_adapter, decode_ssd, to_probabilities, top_k
+from .geometry import Letterbox
 from .nms import decode_yolov8
 
 log = logging.getLogger(__name__)
 
+DEVICES = ("CPU", "GPU", "NPU", "AUTO")
+HINTS = ("LATENCY", "THROUGHPUT")
+_MAX_COMPILED = 4  # distinct (resolution, batch) variants kept per model
+
 
 class ModelLoadError(Exception):
-    """The model cannot be used; the message names the file and what to do."""
+    """The model cannot be used; the message names the file and what is wrong."""
+
+
+class BadFrame(ValueError):
+    """A frame that cannot be turned into a 3-channel u8 image."""
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    xml: Path
+    path: Path  # the .xml or .onnx file
+    adapter: str
     names: dict[int, str]
     input_size: tuple[int, int]  # height, width
-    sha256: str | None = None
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    metadata: dict
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256(self.path.read_bytes())
+        weights = self.path.with_suffix(".bin")
+        if weights.is_file():
+            digest.update(weights.read_bytes())
+        return digest.hexdigest()
 
 
-def _find_ir(path: Path) -> tuple[Path, Path]:
+def _find_model_file(path: Path) -> Path:
+    if not path.exists():
+        raise ModelLoadError(f"model not found: {path}")
     if path.is_dir():
-        xmls = sorted(path.glob("*.xml"))
-        if len(xmls) != 1:
-            found = ", ".join(p.name for p in xmls) or "none"
-            raise ModelLoadError(f"{path}: expected exactly one OpenVINO .xml model in the folder, found {found}")
-        xml = xmls[0]
-    elif path.suffix == ".xml":
-        xml = path
-    else:
-        raise ModelLoadError(f"{path}: not an OpenVINO IR (.xml + .bin) file or folder")
-    if not xml.is_file():
-        raise ModelLoadError(f"model file not found: {xml}")
-    weights = xml.with_suffix(".bin")
-    if not weights.is_file():
-        raise ModelLoadError(f"model weights not found: {weights} (an IR needs the .bin beside its .xml)")
-    return xml, weights
+        candidates = sorted(path.glob("*.xml")) or sorted(path.glob("*.onnx"))
+        if len(candidates) != 1:
+            found = ", ".join(p.name for p in candidates) or "none"
+            raise ModelLoadError(f"{path}: expected exactly one .xml (or .onnx) model in the folder, found {found}")
+        path = candidates[0]
+    if path.suffix == ".xml":
+        if not path.with_suffix(".bin").is_file():
+            raise ModelLoadError(f"model weights not found: {path.with_suffix('.bin')} (an IR needs its .bin beside the .xml)")
+    elif path.suffix != ".onnx":
+        raise ModelLoadError(f"{path}: not an OpenVINO IR (.xml + .bin) or ONNX (.onnx) model")
+    return path
 
 
 def _read_metadata(folder: Path) -> dict:
@@ -65,115 +87,318 @@ def _read_metadata(folder: Path) -> dict:
     return meta
 
 
-class Detector:
-    """A YOLOv8-layout detector ([1, 4+classes, anchors] output) on OpenVINO."""
+def _reason(exc: Exception) -> str:
+    """The informative line of an OpenVINO exception (they start with a source location)."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [type(exc).__name__])[-1][:300]
 
-    def __init__(
-        self,
-        path: Path,
-        device: str = "CPU",
-        performance_hint: str = "LATENCY",
-        cache_dir: Path | None = None,
-        iou_threshold: float = 0.5,
-        max_detections: int = 100,
-    ):
+
+def _check_ir_xml(xml: Path) -> None:
+    """A truncated or foreign .xml would make OpenVINO try every frontend; say what it is instead."""
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(xml).getroot()
+    except (ElementTree.ParseError, OSError) as exc:
+        raise ModelLoadError(f"{xml}: not a valid OpenVINO IR, the XML is truncated or corrupt ({exc})") from None
+    if root.tag != "net":
+        raise ModelLoadError(f"{xml}: not an OpenVINO IR (root element <{root.tag}>, expected <net>)")
+
+
+class Model:
+    """One model file on one device. Reads and checks it at once; compiles on demand."""
+
+    def __init__(self, path: str | Path, device: str = "CPU", performance_hint: str = "LATENCY",
+                 cache_dir: Path | None = None, adapter: str = "auto"):
         import openvino as ov
-        from openvino.preprocess import ColorFormat, PrePostProcessor
 
-        path = Path(path)
-        if not path.exists():
-            raise ModelLoadError(f"model not found: {path}")
-        xml, _ = _find_ir(path)
-        meta = _read_metadata(xml.parent)
-        core = ov.Core()
-        try:
-            model = core.read_model(str(xml))
-        except RuntimeError as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-            raise ModelLoadError(f"{xml}: not a readable OpenVINO model ({first_line})") from None
-
-        if len(model.inputs) != 1:
-            raise ModelLoadError(f"{xml}: expected one image input, found {len(model.inputs)}")
-        shape = model.input(0).partial_shape
-        if shape.rank.get_length() != 4 or shape[2].is_dynamic or shape[3].is_dynamic:
-            size = meta.get("imgsz")
-            if not size:
-                raise ModelLoadError(f"{xml}: input shape {shape} is dynamic and metadata.yaml gives no imgsz")
-            height, width = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-            model.reshape({model.input(0): [1, 3, height, width]})
-        else:
-            height, width = shape[2].get_length(), shape[3].get_length()
-
-        out_shape = model.output(0).partial_shape
-        names = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
-        if out_shape.rank.get_length() != 3 or out_shape[1].is_dynamic or out_shape[1].get_length() < 5:
-            raise ModelLoadError(
-                f"{xml}: output shapes {[str(o.partial_shape) for o in model.outputs]} match no adapter "
-                "(tried: yolov8 detect [1, 4+classes, anchors])"
-            )
-        classes = out_shape[1].get_length() - 4
-        if names and len(names) != classes:
-            raise ModelLoadError(f"{xml}: metadata.yaml names {len(names)} classes but the model outputs {classes}")
-        self.info = ModelInfo(xml=xml, names=names or {i: str(i) for i in range(classes)}, input_size=(height, width))
-
-        ppp = PrePostProcessor(model)
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
-        ppp.input().model().set_layout(ov.Layout("NCHW"))
-        ppp.input().preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB).scale(255.0)
-        model = ppp.build()
-
-        config = {"PERFORMANCE_HINT": performance_hint}
+        if device not in DEVICES and not device.startswith(("AUTO:", "HETERO:", "MULTI:", "GPU.")):
+            raise ModelLoadError(f"unknown inference device {device!r} (use one of {', '.join(DEVICES)})")
+        if performance_hint not in HINTS:
+            raise ModelLoadError(f"unknown performance hint {performance_hint!r} (use LATENCY or THROUGHPUT)")
+        self._ov = ov
+        self._core = ov.Core()
+        self.file = _find_model_file(Path(path))
+        self.device = device
+        self.hint = performance_hint
+        self._config: dict = {"PERFORMANCE_HINT": performance_hint}
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            config["CACHE_DIR"] = str(cache_dir)
+            self._config["CACHE_DIR"] = str(cache_dir)
+        meta = _read_metadata(self.file.parent)
+        model = self._read()
+        if len(model.inputs) != 1:
+            raise ModelLoadError(f"{self.file}: expected one image input, found {len(model.inputs)}")
+        self._layout, (height, width) = self._input_layout(model, meta)
+        if model.input(0).partial_shape.is_dynamic:
+            model.reshape({model.input(0): self._shape(1, height, width)})
+        out_shapes = [list(o.get_shape()) if not o.partial_shape.is_dynamic else [str(d) for d in o.partial_shape]
+                      for o in model.outputs]
+        chosen = choose_adapter(out_shapes, meta.get("task")) if adapter == "auto" else adapter
+        if chosen not in ADAPTER_SHAPES:
+            tried = ", ".join(f"{name} {shape}" for name, shape in ADAPTER_SHAPES.items())
+            raise ModelLoadError(f"{self.file}: output shapes {out_shapes} match no adapter (tried: {tried})")
+        classes = {"yolov8": lambda s: s[1] - 4, "ssd": lambda s: None, "classifier": lambda s: s[1]}[chosen](out_shapes[0])
+        names = {int(k): str(v) for k, v in (meta.get("names") or {}).items()}
+        if isinstance(meta.get("names"), list):
+            names = dict(enumerate(map(str, meta["names"])))
+        if names and classes is not None and len(names) != classes:
+            raise ModelLoadError(f"{self.file}: metadata.yaml names {len(names)} classes but the model outputs {classes}")
+        if not names and classes is not None:
+            names = {i: str(i) for i in range(classes)}
+        self.info = ModelInfo(
+            path=self.file, adapter=chosen, names=names, input_size=(height, width),
+            inputs=tuple(f"{i.get_any_name()}: {i.get_element_type().get_type_name()} {i.partial_shape}" for i in model.inputs),
+            outputs=tuple(f"{o.get_any_name() if o.get_names() else '?'}: {o.get_element_type().get_type_name()} "
+                          f"{o.partial_shape}" for o in model.outputs),
+            metadata=meta,
+        )
+        self.spec: InputSpec = INPUT_SPECS[chosen]
+        self._compiled: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _read(self):
+        if self.file.suffix == ".xml":
+            _check_ir_xml(self.file)
         try:
-            self._compiled = core.compile_model(model, device, config)
+            return self._core.read_model(str(self.file))
         except RuntimeError as exc:
-            raise ModelLoadError(f"{xml}: cannot compile for device {device}: {str(exc).strip().splitlines()[0]}") from None
-        self._request = self._compiled.create_infer_request()
-        self._iou = iou_threshold
-        self._max = max_detections
-        self.last_infer_ms = 0.0
+            raise ModelLoadError(f"{self.file}: not a readable model ({_reason(exc)})") from None
 
-    @property
-    def labels(self) -> dict[int, str]:
-        return self.info.names
+    def _input_layout(self, model, meta: dict) -> tuple[str, tuple[int, int]]:
+        shape = model.input(0).partial_shape
+        if shape.rank.is_dynamic or shape.rank.get_length() != 4:
+            raise ModelLoadError(f"{self.file}: expected a 4-D image input, found {shape}")
+        dims = [d.get_length() if d.is_static else None for d in shape]
+        layout = "NHWC" if dims[3] == 3 and dims[1] != 3 else "NCHW"
+        spatial = dims[1:3] if layout == "NHWC" else dims[2:4]
+        if None in spatial:
+            size = meta.get("imgsz")
+            if not size:
+                raise ModelLoadError(f"{self.file}: input shape {shape} is dynamic and metadata.yaml gives no imgsz")
+            spatial = [size, size] if isinstance(size, int) else [int(size[0]), int(size[1])]
+        return layout, (int(spatial[0]), int(spatial[1]))
 
-    def detect(self, image: np.ndarray, conf_threshold: float) -> list[Detection]:
-        """Detections in source-frame pixels. Not thread-safe: one Detector per worker thread."""
-        image = _as_bgr(image)
-        height, width = image.shape[:2]
-        tensor, box = letterbox(image, self.info.input_size)
-        start = time.perf_counter()
-        self._request.infer({0: tensor[None]})
-        self.last_infer_ms = (time.perf_counter() - start) * 1000
-        output = self._request.get_output_tensor(0).data
-        boxes, scores, class_ids = decode_yolov8(output, conf_threshold, self._iou, self._max)
-        boxes = box.to_source(boxes, width, height)
-        return [
-            Detection(int(c), self.labels.get(int(c), str(int(c))), float(s), tuple(float(v) for v in b))
-            for b, s, c in zip(boxes, scores, class_ids)
-        ]
+    def _shape(self, batch: int, height: int, width: int) -> list[int]:
+        return [batch, height, width, 3] if self._layout == "NHWC" else [batch, 3, height, width]
+
+    def letterbox_for(self, source_hw: tuple[int, int]) -> Letterbox:
+        return Letterbox.fit(source_hw, self.info.input_size)
+
+    def compiled(self, source_hw: tuple[int, int], batch: int = 1):
+        """The compiled model taking [batch, h, w, 3] u8 BGR; batch 0 means a dynamic batch."""
+        key = (tuple(source_hw), batch)
+        with self._lock:
+            if key in self._compiled:
+                self._compiled.move_to_end(key)
+                return self._compiled[key]
+            compiled = self._compile(source_hw, batch)
+            self._compiled[key] = compiled
+            if len(self._compiled) > _MAX_COMPILED:
+                self._compiled.popitem(last=False)
+            return compiled
+
+    def _compile(self, source_hw: tuple[int, int], batch: int):
+        ov = self._ov
+        from openvino.preprocess import ColorFormat, PaddingMode, PrePostProcessor, ResizeAlgorithm
+
+        model = self._read()
+        height, width = self.info.input_size
+        model.reshape({model.input(0): self._shape(batch if batch > 0 else -1, height, width)})
+        ppp = PrePostProcessor(model)
+        src_h, src_w = source_hw
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")) \
+            .set_color_format(ColorFormat.BGR).set_shape([batch if batch > 0 else -1, src_h, src_w, 3])
+        ppp.input().model().set_layout(ov.Layout(self._layout))
+        steps = ppp.input().preprocess()
+        if self.spec.resize == "letterbox":
+            box = self.letterbox_for(source_hw)
+            if (box.new_h, box.new_w) != (src_h, src_w):
+                steps.resize(ResizeAlgorithm.RESIZE_LINEAR, box.new_h, box.new_w)
+            steps.convert_element_type(ov.Type.f32)
+            if (box.new_h, box.new_w) != (height, width):
+                steps.pad([0, box.pad_y, box.pad_x, 0], [0, box.pad_bottom, box.pad_right, 0],
+                          self.spec.pad_value, PaddingMode.CONSTANT)
+        else:
+            if (src_h, src_w) != (height, width):
+                steps.resize(ResizeAlgorithm.RESIZE_LINEAR, height, width)
+            steps.convert_element_type(ov.Type.f32)
+        if self.spec.rgb:
+            steps.convert_color(ColorFormat.RGB)
+        if self.spec.scale:
+            steps.scale(self.spec.scale)
+        for i in range(len(model.outputs)):
+            ppp.output(i).tensor().set_element_type(ov.Type.f32)
+        started = time.monotonic()
+        try:
+            compiled = self._core.compile_model(ppp.build(), self.device, self._config)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{self.file}: cannot compile for {self.device}: {_reason(exc)}") from None
+        log.info("compiled %s for %dx%d x%s on %s (%s) in %.0f ms", self.file.name, src_w, src_h,
+                 batch or "N", self.device, self.hint, (time.monotonic() - started) * 1000)
+        return compiled
+
+    def optimal_requests(self, source_hw: tuple[int, int], batch: int = 1) -> int:
+        return int(self.compiled(source_hw, batch).get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+    def async_queue(self, source_hw: tuple[int, int], batch: int = 1, jobs: int = 0):
+        from openvino import AsyncInferQueue
+
+        return AsyncInferQueue(self.compiled(source_hw, batch), jobs)
 
 
-class BadFrame(ValueError):
-    """A frame that cannot be turned into a 3-channel u8 image."""
-
-
-def _as_bgr(image: np.ndarray) -> np.ndarray:
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """A 3-channel u8 frame: grey and BGRA are converted; anything else is a BadFrame."""
     import cv2
 
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
         raise BadFrame(f"not an image: {getattr(image, 'shape', type(image).__name__)}")
     if image.dtype != np.uint8:
         raise BadFrame(f"expected uint8 pixels, got {image.dtype}")
-    if image.ndim == 2:
+    if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    channels = image.shape[2]
-    if channels == 3:
+    if image.shape[2] == 3:
         return image
-    if channels == 4:
+    if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if channels == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    raise BadFrame(f"expected 1, 3 or 4 channels, got {channels}")
+    raise BadFrame(f"expected 1, 3 or 4 channels, got {image.shape[2]}")
+
+
+class Detector:
+    """Detections in source-frame pixels from a yolov8 or ssd model.
+
+    Synchronous: one infer request per source size, not thread-safe (one Detector per worker).
+    """
+
+    def __init__(self, path: str | Path | Model, device: str = "CPU", performance_hint: str = "LATENCY",
+                 cache_dir: Path | None = None, iou_threshold: float = 0.5, max_detections: int = 100):
+        self.model = path if isinstance(path, Model) else Model(path, device, performance_hint, cache_dir)
+        if self.model.info.adapter not in ("yolov8", "ssd"):
+            raise ModelLoadError(f"{self.model.file}: a {self.model.info.adapter} model cannot be used as a detector")
+        self.info = self.model.info
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+        self._requests: dict = {}
+        self.last_infer_ms = 0.0
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return self.info.names
+
+    def _request(self, source_hw: tuple[int, int], batch: int):
+        key = (source_hw, batch)
+        if key not in self._requests:
+            self._requests[key] = self.model.compiled(source_hw, batch).create_infer_request()
+        return self._requests[key]
+
+    def detect(self, image: np.ndarray, conf_threshold: float) -> list[Detection]:
+        return self.detect_batch([image], conf_threshold)[0]
+
+    def detect_batch(self, images: list[np.ndarray], conf_threshold: float) -> list[list[Detection]]:
+        """Frames of one size run as one batch; mixed sizes run one batch per size."""
+        frames = [as_bgr(image) for image in images]
+        results: list[list[Detection] | None] = [None] * len(frames)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, frame in enumerate(frames):
+            by_size.setdefault(frame.shape[:2], []).append(i)
+        infer_ms = 0.0
+        for size, indices in by_size.items():
+            request = self._request(size, len(indices))
+            batch = frames[indices[0]][None] if len(indices) == 1 else np.stack([frames[i] for i in indices])
+            started = time.perf_counter()
+            request.infer({0: batch})
+            infer_ms += (time.perf_counter() - started) * 1000
+            output = request.get_output_tensor(0).data
+            for row, i in enumerate(indices):
+                results[i] = self.decode(output[row : row + 1], size, conf_threshold)
+        self.last_infer_ms = infer_ms
+        return results  # type: ignore[return-value]
+
+    def decode(self, output: np.ndarray, source_hw: tuple[int, int], conf_threshold: float) -> list[Detection]:
+        height, width = source_hw
+        if self.info.adapter == "yolov8":
+            boxes, scores, class_ids = decode_yolov8(output, conf_threshold, self.iou_threshold, self.max_detections)
+            boxes = self.model.letterbox_for(source_hw).to_source(boxes, width, height)
+        else:
+            boxes, scores, class_ids = decode_ssd(output, conf_threshold, self.max_detections)
+            boxes = boxes * np.array([width, height, width, height], np.float32)
+        return [
+            Detection(int(c), self.labels.get(int(c), str(int(c))), float(s), tuple(float(v) for v in b))
+            for b, s, c in zip(boxes, scores, class_ids)
+        ]
+
+
+class AsyncDetector:
+    """Pipelined detection for streams (THROUGHPUT): several requests in flight, results by callback.
+
+    `on_result(detections_per_frame, userdata)` runs on an OpenVINO thread: keep it short.
+    """
+
+    def __init__(self, detector: Detector, conf_threshold: float,
+                 on_result: Callable[[list[list[Detection]], object], None], jobs: int = 0):
+        self._detector = detector
+        self._conf = conf_threshold
+        self._on_result = on_result
+        self._jobs = jobs
+        self._queues: dict = {}
+        self.errors = 0
+
+    def submit(self, frames: list[np.ndarray], userdata: object = None) -> None:
+        """Blocks only while every request is busy. Frames must share one size."""
+        frames = [as_bgr(f) for f in frames]
+        size, batch = frames[0].shape[:2], len(frames)
+        if any(f.shape[:2] != size for f in frames):
+            raise BadFrame("frames in one batch must have the same size")
+        key = (size, batch)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._detector.model.async_queue(size, batch, self._jobs)
+            queue.set_callback(self._done)
+            self._queues[key] = queue
+        data = frames[0][None] if batch == 1 else np.stack(frames)
+        queue.start_async({0: data}, (size, batch, userdata))
+
+    def _done(self, request, context) -> None:
+        size, batch, userdata = context
+        try:
+            output = request.get_output_tensor(0).data
+            detections = [self._detector.decode(output[i : i + 1], size, self._conf) for i in range(batch)]
+        except Exception:  # a callback must never raise into OpenVINO's thread
+            self.errors += 1
+            log.exception("decoding an async result failed")
+            return
+        self._on_result(detections, userdata)
+
+    def wait_all(self) -> None:
+        for queue in self._queues.values():
+            queue.wait_all()
+
+
+class Classifier:
+    """Top-k labels for image crops, batched (crops are resized to the input with cv2)."""
+
+    def __init__(self, path: str | Path | Model, device: str = "CPU", performance_hint: str = "LATENCY",
+                 cache_dir: Path | None = None):
+        self.model = path if isinstance(path, Model) else Model(path, device, performance_hint, cache_dir)
+        if self.model.info.adapter != "classifier":
+            raise ModelLoadError(f"{self.model.file}: a {self.model.info.adapter} model cannot be used as a classifier")
+        self.info = self.model.info
+        self._request = None
+        self.last_infer_ms = 0.0
+
+    def classify(self, crops: list[np.ndarray], k: int = 1) -> list[list[tuple[str, float]]]:
+        import cv2
+
+        if not crops:
+            return []
+        height, width = self.info.input_size
+        batch = np.stack([cv2.resize(as_bgr(c), (width, height), interpolation=cv2.INTER_LINEAR) for c in crops])
+        if self._request is None:
+            self._request = self.model.compiled((height, width), batch=0).create_infer_request()
+        started = time.perf_counter()
+        self._request.infer({0: batch})
+        self.last_infer_ms = (time.perf_counter() - started) * 1000
+        probabilities = to_probabilities(self._request.get_output_tensor(0).data.copy())
+        names = self.info.names
+        return [[(names.get(c, str(c)), p) for c, p in row] for row in top_k(probabilities, k)]

@@ -12,11 +12,33 @@ PAD_VALUE = 114  # Ultralytics' letterbox grey, so users' YOLO models see what t
 
 @dataclass(frozen=True)
 class Letterbox:
-    """How a source frame was scaled and padded into the model input."""
+    """How a source frame is scaled and padded into the model input (centred, Ultralytics style)."""
 
     scale: float
-    pad_x: float
-    pad_y: float
+    pad_x: int  # left
+    pad_y: int  # top
+    new_w: int = 0  # the scaled frame inside the padding
+    new_h: int = 0
+    dst_w: int = 0
+    dst_h: int = 0
+
+    @classmethod
+    def fit(cls, source_hw: tuple[int, int], target_hw: tuple[int, int]) -> Letterbox:
+        height, width = source_hw
+        target_h, target_w = target_hw
+        scale = min(target_h / height, target_w / width)
+        new_w, new_h = round(width * scale), round(height * scale)
+        left = round((target_w - new_w) / 2 - 0.1)
+        top = round((target_h - new_h) / 2 - 0.1)
+        return cls(scale, left, top, new_w, new_h, target_w, target_h)
+
+    @property
+    def pad_right(self) -> int:
+        return self.dst_w - self.new_w - self.pad_x
+
+    @property
+    def pad_bottom(self) -> int:
+        return self.dst_h - self.new_h - self.pad_y
 
     def to_source(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
         """Map xyxy boxes from model-input pixels back to source pixels, clipped to the frame."""
@@ -29,19 +51,16 @@ class Letterbox:
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
-    """Resize keeping the aspect ratio and pad to `size` (height, width), centred."""
-    height, width = image.shape[:2]
-    target_h, target_w = size
-    scale = min(target_h / height, target_w / width)
-    new_w, new_h = round(width * scale), round(height * scale)
-    pad_x, pad_y = (target_w - new_w) / 2, (target_h - new_h) / 2
-    resized = image if (new_w, new_h) == (width, height) else cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    top, left = round(pad_y - 0.1), round(pad_x - 0.1)
-    out = cv2.copyMakeBorder(
-        resized, top, target_h - new_h - top, left, target_w - new_w - left,
-        cv2.BORDER_CONSTANT, value=(PAD_VALUE, PAD_VALUE, PAD_VALUE),
-    )
-    return out, Letterbox(scale=scale, pad_x=left, pad_y=top)
+    """Resize keeping the aspect ratio and pad to `size` (height, width), centred, with cv2.
+
+    The agent does this inside the OpenVINO graph; this CPU version serves tools and tests.
+    """
+    box = Letterbox.fit(image.shape[:2], size)
+    resized = image if (box.new_h, box.new_w) == image.shape[:2] else cv2.resize(
+        image, (box.new_w, box.new_h), interpolation=cv2.INTER_LINEAR)
+    out = cv2.copyMakeBorder(resized, box.pad_y, box.pad_bottom, box.pad_x, box.pad_right,
+                             cv2.BORDER_CONSTANT, value=(PAD_VALUE, PAD_VALUE, PAD_VALUE))
+    return out, box
 
 
 def crop_box(

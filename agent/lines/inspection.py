@@ -81,11 +81,13 @@ class InspectionLine:
         crops: CropSettings = CropSettings(),
         queue_size: int = 64,
         model_name: str = "",
+        cascade=None,
     ):
         self.name = name
         self.device_id = device_id
         self._camera = camera
         self._detector = detector
+        self._cascade = cascade  # optional severity grading of each defect
         self.rule = rule
         self._plc = plc
         self._publisher = publisher
@@ -185,6 +187,9 @@ class InspectionLine:
             try:
                 detections = self._detector.detect(frame.image, self.rule.lowest_threshold)
                 timings["infer"] = self._detector.last_infer_ms
+                if self._cascade is not None and detections:
+                    detections = self._cascade.classify(frame.image, detections)
+                    timings["classify"] = self._cascade.classifier.last_infer_ms
                 verdict = self.rule.judge(detections)
             except BadFrame as exc:
                 self.counters["inference_errors"] += 1
@@ -245,6 +250,8 @@ class InspectionLine:
                 "schema": EVENT_SCHEMA, "event_id": inspection.event_id, "inspection_id": inspection.trigger.seq,
                 "label": defect.label, "score": round(defect.score, 4), "crop": f"{x1},{y1},{x2},{y2}",
             }
+            if defect.classification is not None:
+                meta["severity"] = defect.classification[0]
             self._publisher.publish_crop(self.name, inspection.event_id, index, jpeg.tobytes(), meta)
 
     def event_payload(self, inspection: Inspection) -> dict:
@@ -259,15 +266,19 @@ class InspectionLine:
             "trigger": {"source": trigger.source, "seq": trigger.seq},
             "result": verdict.outcome.value,
             "reason": verdict.reason,
-            "defects": [
-                {"label": d.label, "score": round(d.score, 4), "box": [round(v, 1) for v in d.box], "crop": i}
-                for i, d in enumerate(verdict.defects)
-            ],
+            "defects": [self._defect_payload(i, d) for i, d in enumerate(verdict.defects)],
             "frame": None if frame is None else {"camera": frame.camera, "seq": frame.seq,
                                                  "width": frame.image.shape[1], "height": frame.image.shape[0]},
             "model": self._model_name,
             "timings_ms": {k: round(v, 2) for k, v in inspection.timings_ms.items()},
         }
+
+    def _defect_payload(self, index: int, defect) -> dict:
+        payload = {"label": defect.label, "score": round(defect.score, 4), "box": [round(v, 1) for v in defect.box],
+                   "crop": index if index < self._crops.max_per_event else None}
+        if defect.classification is not None:
+            payload["severity"], payload["severity_score"] = defect.classification[0], round(defect.classification[1], 4)
+        return payload
 
     def health(self) -> dict:
         return {
