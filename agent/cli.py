@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, load_config
@@ -75,6 +76,64 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _model_error(exc) -> UserError:
+    return UserError(str(exc))
+
+
+def cmd_models_inspect(args) -> int:
+    import numpy as np
+
+    from .infer.engine import Classifier, Detector, Model, ModelLoadError
+
+    try:
+        model = Model(args.path, device=args.device)
+        info = model.info
+        print(f"model:    {info.path}")
+        print(f"adapter:  {info.adapter}")
+        print(f"input:    {info.input_size[1]}x{info.input_size[0]} (w x h)")
+        for line in info.inputs:
+            print(f"  in   {line}")
+        for line in info.outputs:
+            print(f"  out  {line}")
+        if info.names:
+            print("classes:  " + ", ".join(f"{k}={v}" for k, v in sorted(info.names.items())))
+        frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+        if args.image:
+            import cv2
+
+            frame = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
+            if frame is None:
+                raise UserError(f"{args.image}: not a readable image")
+        if info.adapter == "classifier":
+            runner = Classifier(model)
+            result = runner.classify([frame], k=min(3, len(info.names) or 1))[0]
+            summary = ", ".join(f"{label} {p:.3f}" for label, p in result)
+        else:
+            runner = Detector(model)
+            found = runner.detect(frame, args.conf)
+            summary = f"{len(found)} detection(s) at conf >= {args.conf}" + "".join(
+                f"\n    {d.label} {d.score:.3f} [{', '.join(f'{v:.0f}' for v in d.box)}]" for d in found[:10])
+        source = args.image or "a random 640x480 frame"
+        print(f"ran once on {source} in {runner.last_infer_ms:.1f} ms: {summary}")
+    except ModelLoadError as exc:
+        raise _model_error(exc) from None
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench
+    from .infer.engine import ModelLoadError, _find_model_file
+
+    try:
+        models = [("int8", _find_model_file(Path(args.model)))]
+        if args.fp32:
+            models.append(("fp32", _find_model_file(Path(args.fp32))))
+    except ModelLoadError as exc:
+        raise _model_error(exc) from None
+    bench.run(models, args.seconds, args.images)
+    return 0
+
+
 def cmd_demo(args) -> int:
     demos = entry_points(group="edge_agent.demo")
     if not demos:
@@ -96,6 +155,22 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate a config file and exit (status 2 on errors)")
     check.add_argument("config")
     check.set_defaults(func=cmd_check_config)
+
+    models = sub.add_parser("models", help="model tools")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    inspect = models_sub.add_parser("inspect", help="print a model's inputs, outputs, adapter and classes, and run it once")
+    inspect.add_argument("path", help="an IR folder, .xml or .onnx file")
+    inspect.add_argument("--image", type=Path, help="run on this image instead of a random frame")
+    inspect.add_argument("--device", default="CPU")
+    inspect.add_argument("--conf", type=float, default=0.25)
+    inspect.set_defaults(func=cmd_models_inspect)
+
+    bench_cmd = sub.add_parser("bench", help="pipeline FPS and latency beside OpenVINO's benchmark_app, INT8 vs FP32")
+    bench_cmd.add_argument("model", help="the (INT8) IR folder or .xml")
+    bench_cmd.add_argument("--fp32", help="the FP32 IR of the same model, to compare")
+    bench_cmd.add_argument("--seconds", type=int, default=15, help="seconds per measurement (default 15)")
+    bench_cmd.add_argument("--images", type=Path, help="a folder of JPEG/PNG frames (default: synthetic 640x480)")
+    bench_cmd.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="run the simulated inspection line end to end and print a scorecard",
                           add_help=False)
