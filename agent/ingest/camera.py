@@ -1,4 +1,5 @@
-"""Camera sources. A triggered line asks for one frame per trigger: `grab()`."""
+"""The HTTP snapshot camera: a still fetched on demand. Live sources are in `sources.py`;
+both have the same interface (`sources.Source`)."""
 
 from __future__ import annotations
 
@@ -35,10 +36,19 @@ class HttpSnapshotCamera:
         self.last_error: str | None = None
         self._online: bool | None = None
 
-    def grab(self) -> Frame | None:
+    def start(self) -> None:
+        """Nothing runs between grabs."""
+
+    def expect(self, t_mono: float) -> None:
+        """A fetch starts when the line asks, which is at or after the trigger anyway."""
+
+    def next_frame(self, timeout_s: float) -> Frame | None:
+        return self.grab()
+
+    def grab(self, after: float | None = None, timeout_s: float | None = None) -> Frame | None:
         t_mono, t_wall = time.monotonic(), time.time()
         try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(self.url, timeout=self.timeout_s if timeout_s is None else timeout_s) as response:
                 data = response.read()
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if image is None:
@@ -68,7 +78,8 @@ class HttpSnapshotCamera:
         return changed
 
     def stats(self) -> dict:
-        return {"online": bool(self._online), "frames": self.frames, "failures": self.failures, "last_error": self.last_error}
+        return {"type": "http_snapshot", "online": bool(self._online), "frames": self.frames, "failures": self.failures,
+                "last_error": self.last_error}
 
     def close(self) -> None:
         """Nothing is held open between grabs."""
