@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Sets up a checkout on Debian/Ubuntu: mosquitto (apt), a venv in .venv, and the Python packages.
+# Sets up a checkout on Debian/Ubuntu: mosquitto, ffmpeg and systemd-analyze (apt), a venv in .venv, and the
+# Python packages.
 # Idempotent: a second run only checks. Usage: scripts/setup.sh [extra pip spec, e.g. '.[models]']
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)  # serves the camera streams in the tests
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # checks the service unit (tests, CI)
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12)' 2>/dev/null; then
   echo "setup: edge-agent needs Python 3.10 to 3.12 ($PYTHON is $("$PYTHON" --version 2>&1 || echo missing))." >&2
