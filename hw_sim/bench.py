@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .conveyor import BeltSettings
-from .harness import DEFAULT_MODEL, CellSettings, SimulatedCell
+from .harness import DEFAULT_MODEL, CellSettings, SimulatedCell, card_threshold
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -60,11 +60,11 @@ def main() -> None:
     detector = Detector(DEFAULT_MODEL, performance_hint="LATENCY")
     frames = [cv2.imdecode(np.frombuffer(p.jpeg, np.uint8), cv2.IMREAD_COLOR) for p in parts[:100]]
     for frame in frames[:10]:
-        detector.detect(frame, 0.4)
+        detector.detect(frame, card_threshold())
     infer, whole = [], []
     for frame in frames * 2:
         start = time.perf_counter()
-        detector.detect(frame, 0.4)
+        detector.detect(frame, card_threshold())
         whole.append((time.perf_counter() - start) * 1000)
         infer.append(detector.last_infer_ms)
     print(f"\ndetector alone on the same frames ({len(whole)} runs, LATENCY hint):")

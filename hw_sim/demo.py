@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .broker import BrokerUnavailable
 from .conveyor import BeltSettings
-from .harness import DEFAULT_MODEL, CellSettings, SimulatedCell
+from .harness import DEFAULT_MODEL, CellSettings, SimulatedCell, card_threshold
 
 
 def _progress(stream):
@@ -34,14 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", type=int, default=300, help="parts to run (default 300)")
     parser.add_argument("--rate", type=float, default=400.0, help="parts per minute (default 400)")
     parser.add_argument("--seed", type=int, default=4242, help="scene seed (default 4242)")
-    parser.add_argument("--threshold", type=float, default=0.4, help="defect score threshold (default 0.4)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="defect score threshold (default: the model card's operating threshold)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="detector IR folder")
     args = parser.parse_args(argv)
     if args.parts < 1 or not 1 <= args.rate <= 2000:
         parser.error("--parts must be >= 1 and --rate between 1 and 2000 parts per minute")
 
     belt = BeltSettings(parts_per_minute=args.rate, dwell_s=min(0.08, 0.5 * 60 / args.rate))
-    settings = CellSettings(seed=args.seed, belt=belt, model=args.model, threshold=args.threshold)
+    threshold = args.threshold if args.threshold is not None else card_threshold(args.model)
+    settings = CellSettings(seed=args.seed, belt=belt, model=args.model, threshold=threshold)
     out = sys.stdout
     out.write(f"edge-agent demo: {args.parts} parts at {args.rate:g}/min; reject station "
               f"{belt.reject_distance_m} m downstream at {belt.belt_speed_mps} m/s ({belt.travel_s * 1000:.0f} ms)\n")

@@ -38,7 +38,7 @@ def test_example_config_is_valid():
         ("pin: 17 ", "pin: seventeen ", "pin: seventeen", "lines.inspect.trigger.pin: input should be an integer"),
         ("port: 502", "port: abc", "port: abc", "plc.port: input should be a valid integer"),
         ("pulse_ms: 50", "pulse_ms: 50\n      colour: red", "colour: red", "lines.inspect.reject_output.colour: unknown key"),
-        ("scratch: 0.4", "scratch: 1.5", "thresholds:", "lines.inspect.thresholds: threshold for 'scratch' must be between 0 and 1"),
+        ("scratch: 0.15", "scratch: 1.5", "thresholds:", "lines.inspect.thresholds: threshold for 'scratch' must be between 0 and 1"),
         ("camera: cam0\n    model", "camera: cam9\n    model", "camera: cam9", "lines.inspect.camera: no camera named 'cam9'"),
         ("type: gpio", "type: serial", "trigger:", "lines.inspect.trigger: input tag 'serial'"),
         ("device: CPU", "device: TPU", "device: TPU", "models.defects.device: input should be 'CPU', 'GPU', 'NPU' or 'AUTO'"),
