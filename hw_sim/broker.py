@@ -7,6 +7,7 @@ which is how outage tests simulate a network or broker failure.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import shutil
@@ -61,15 +62,20 @@ def _port_accepts(host: str, port: int) -> bool:
 
 
 class MosquittoBroker:
-    """One mosquitto process, anonymous and non-persistent, on host:port.
+    """One mosquitto process, anonymous, on host:port.
 
     port=0 picks a free port at the first start() and keeps it, so a stopped
     broker comes back where its clients expect it.
+
+    persistent=True keeps sessions, subscriptions and queued messages across a
+    stop() and start() (saved at stop), as a production broker does: a subscriber
+    with a persistent session then misses nothing published while it reconnects.
     """
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", workdir: Path | None = None):
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", workdir: Path | None = None, persistent: bool = False):
         self._host = host
         self._port = port
+        self._persistent = persistent
         self._workdir = Path(workdir) if workdir is not None else None
         self._owned_tmp: tempfile.TemporaryDirectory[str] | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -111,10 +117,18 @@ class MosquittoBroker:
         # log_dest stderr (unbuffered) into our own file handle: mosquitto drops root privileges
         # to the "mosquitto" user and might not be allowed to open a file here,
         # and bind errors are printed before any log file would be opened.
+        if self._persistent:
+            # Saved on SIGTERM; `user` keeps mosquitto from switching to a user that cannot write here.
+            persistence = (
+                f"persistence true\npersistence_location {workdir}/\nautosave_interval 0\n"
+                f"max_queued_messages 0\nuser {getpass.getuser()}\n"
+            )
+        else:
+            persistence = "persistence false\n"
         config.write_text(
             f"listener {self._port} {self._host}\n"
             "allow_anonymous true\n"
-            "persistence false\n"
+            f"{persistence}"
             "log_dest stderr\n"
             "log_type error\n"
             "log_type warning\n"

@@ -18,6 +18,8 @@ from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,7 @@ class Received:
     user_properties: dict[str, str] = field(default_factory=dict)
     content_type: str | None = None
     retain: bool = False
+    message_expiry_s: int | None = None  # what is left of the MQTT message expiry on arrival
 
     def json(self) -> Any:
         return json.loads(self.payload)
@@ -43,11 +46,16 @@ class MqttRecorder:
 
     Retain flags are recorded as published (retainAsPublished), so a test can
     tell a retained status message from a live one.
+
+    persistent_session=True asks the broker to keep the subscription and queue
+    messages while the recorder is away (clean_start=False, 1 h session expiry).
     """
 
-    def __init__(self, host: str, port: int, topic_filter: str = "#", client_id: str | None = None):
+    def __init__(self, host: str, port: int, topic_filter: str = "#", client_id: str | None = None,
+                 persistent_session: bool = False):
         self._host = host
         self._port = port
+        self._persistent_session = persistent_session
         self._topic_filter = topic_filter
         self._client_id = client_id or f"hw-sim-recorder-{uuid.uuid4().hex[:8]}"
         self._received: list[Received] = []
@@ -77,7 +85,12 @@ class MqttRecorder:
         self._subscribed.clear()
         self._sub_error = None
         self._client = client
-        client.connect_async(self._host, self._port, keepalive=30)
+        if self._persistent_session:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            client.connect_async(self._host, self._port, keepalive=30, clean_start=False, properties=props)
+        else:
+            client.connect_async(self._host, self._port, keepalive=30)
         client.loop_start()
         if not self._subscribed.wait(_SUBACK_TIMEOUT_S) or self._sub_error:
             why = self._sub_error or f"no SUBACK within {_SUBACK_TIMEOUT_S:.0f} s"
@@ -158,6 +171,7 @@ class MqttRecorder:
             user_properties=user_properties,
             content_type=content_type,
             retain=bool(message.retain),
+            message_expiry_s=getattr(props, "MessageExpiryInterval", None),
         )
         with self._cond:
             self._received.append(received)

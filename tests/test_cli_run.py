@@ -25,7 +25,7 @@ def _run(config_path: Path, **kwargs) -> subprocess.Popen:
 
 def _config(tmp_path: Path, broker, plc, camera, model: Path = DEFAULT_MODEL) -> Path:
     path = tmp_path / "agent.yaml"
-    path.write_text(yaml.safe_dump(agent_config(broker, plc, camera, model, 0.4)))
+    path.write_text(yaml.safe_dump(agent_config(broker, plc, camera, model, 0.4, outbox=tmp_path / "outbox.db")))
     return path
 
 

@@ -69,7 +69,8 @@ def test_events_and_crops_reach_an_independent_subscriber(broker, recorder, make
     assert crop.user_properties == {"label": "crack", "score": "0.91", "w": "64"}
 
     wait_until(lambda: pub.stats()["acked"] == 2)
-    assert pub.stats() == {"connected": True, "published": 2, "acked": 2, "dropped": 0, "last_error": None}
+    assert pub.stats() == {"connected": True, "connections": 1, "session": 0, "published": 2, "acked": 2,
+                           "dropped": 0, "unacked": 0, "last_error": None}
 
 
 def test_birth_is_retained_online_and_close_leaves_retained_stopped(broker, recorder, make_publisher):
@@ -95,9 +96,9 @@ def test_birth_is_retained_online_and_close_leaves_retained_stopped(broker, reco
 
 def test_broker_down_at_start_then_queued_events_arrive(broker, recorder, make_publisher):
     broker.stop()
-    # paho's first retry comes 3 x reconnect_min_s (1.5 s) after the failed first attempt:
-    # ample time to restart the broker and subscribe the recorder before it.
-    pub = make_publisher(settings_for(broker, reconnect_min_s=0.5, reconnect_max_s=2.0))
+    # The first retry comes 0.75-1.5 s (reconnect_min_s less up to half of it in jitter) after
+    # the failed first attempt: ample time to restart the broker and subscribe the recorder before it.
+    pub = make_publisher(settings_for(broker, reconnect_min_s=1.5, reconnect_max_s=3.0))
 
     t0 = time.perf_counter()
     pub.start()

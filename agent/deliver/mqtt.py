@@ -1,26 +1,37 @@
 """The agent's MQTT link. The only agent module that imports paho-mqtt.
 
-Topics (prefix and device id from MqttSettings):
+One MqttPublisher is one MQTT v5 connection for one device, from start() to close():
 
-    {prefix}/{device}/status                       retained JSON: online / stopped / offline (Last Will)
-    {prefix}/{device}/events/{line}                JSON event, content type application/json
-    {prefix}/{device}/crops/{line}/{event}/{index} raw JPEG, content type image/jpeg, meta as user properties
+- a persistent session: clean_start=False with a session expiry, so the broker keeps the
+  session (and, later, the command subscriptions) across short outages;
+- a retained birth message and Last Will on `{prefix}/{device}/status`, carrying the agent's
+  version and its session counter (how many times the agent has started);
+- one explicit reconnect loop (`_network_loop`): exponential backoff from reconnect_min_s
+  to reconnect_max_s, each delay shortened by a random jitter, so a fleet does not
+  reconnect in step after a broker restart.
 
-Publishing never blocks the caller. While the broker is unreachable paho keeps
-QoS>0 messages in memory, capped at max_queued; anything beyond is dropped and
-counted. That in-memory queue is not persistence: the outbox is.
+Two ways to publish:
 
-Reconnecting is paho's job (connect_async + loop_start + reconnect_delay_set);
-this class only observes the link and logs each change of state once.
+- `send()` is what the outbox uses. Each message's PUBACK is reported to its own callback;
+  the outbox deletes the row only then. A message handed over while the link is down stays
+  in paho's memory and goes out on reconnect; the outbox bounds how many with its
+  in-flight window. paho's memory is not persistence: the outbox is.
+- `publish_event()` / `publish_crop()` are fire-and-forget (memory only): for tools and
+  tests that have no outbox.
+
+Topics are laid out in topics.py; payload schemas are in schemas/.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import random
 import socket
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +40,22 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from . import topics
+
 log = logging.getLogger(__name__)
 
 STATUS_SCHEMA = 1
-_TOPIC_FORBIDDEN = ("/", "+", "#", "\x00")
-# After close()'s own budget, extra time for paho's network thread to notice the
-# disconnect. Its reconnect back-off sleeps in slices of up to 1 s.
+# How long one pass of the network loop may wait in select(); bounds how late it notices close().
+_LOOP_TIMEOUT_S = 0.25
+# After close()'s own budget, extra time for the network thread to notice and exit.
 _THREAD_EXIT_GRACE_S = 0.25
+# Each reconnect delay is cut by up to this fraction at random ("equal jitter").
+_JITTER = 0.5
+
+# QoS>0 messages on the wire at once: mosquitto's Receive Maximum, and paho's default.
+_INFLIGHT = 20
+
+OnAck = Callable[[bool], None]
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,11 @@ class MqttSettings:
     max_queued: int = 10000  # 0 means unbounded (not recommended on a device)
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    # The broker keeps our session this long after a disconnect; 0 ends it with the connection.
+    session_expiry_s: int = 24 * 3600
+    # MQTT message expiry for publish_event/publish_crop; None: none. The outbox sets its own.
+    message_expiry_s: int | None = None
+    connect_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -70,6 +95,10 @@ class MqttSettings:
                 f"mqtt.reconnect_min_s ({self.reconnect_min_s}) must be > 0 and <= "
                 f"mqtt.reconnect_max_s ({self.reconnect_max_s})"
             )
+        if not 0 <= self.session_expiry_s <= 0xFFFFFFFF:
+            raise ValueError(f"mqtt.session_expiry_s must be 0-4294967295, not {self.session_expiry_s}")
+        if self.message_expiry_s is not None and not 0 < self.message_expiry_s <= 0xFFFFFFFF:
+            raise ValueError(f"mqtt.message_expiry_s must be 1-4294967295 or None, not {self.message_expiry_s}")
         if (self.tls_cert or self.tls_key) and not self.tls_ca:
             raise ValueError("mqtt.tls_cert/tls_key need mqtt.tls_ca: set the CA that signed the broker's certificate")
         if self.password is not None and self.username is None:
@@ -87,28 +116,35 @@ class MqttSettings:
 
     @property
     def base_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.device_id}"
+        return topics.base(self.topic_prefix, self.device_id)
 
     @property
     def status_topic(self) -> str:
-        return f"{self.base_topic}/status"
+        return f"{self.base_topic}/{topics.STATUS}"
+
+    @property
+    def stats_topic(self) -> str:
+        return f"{self.base_topic}/{topics.STATS}"
 
 
 @dataclass(frozen=True)
 class _Pending:
-    data: bool  # an event or crop (counted in stats), not a status message
+    data: bool  # an event or crop (counted in stats), not a status or stats message
     qos: int
-
-
-def _topic_segment(kind: str, value: str) -> str:
-    text = str(value)
-    if not text or any(ch in text for ch in _TOPIC_FORBIDDEN):
-        raise ValueError(f"{kind} {value!r} cannot be used in an MQTT topic (empty, or contains / + # or NUL)")
-    return text
+    on_ack: OnAck | None
 
 
 def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def reconnect_delay(attempt: int, min_s: float, max_s: float, rng: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (0 = the first retry).
+
+    Doubles from min_s up to max_s; jitter takes up to half of it off, at random.
+    """
+    ceiling = min(max_s, min_s * 2 ** min(attempt, 32))
+    return ceiling * (1.0 - _JITTER * rng())
 
 
 class MqttPublisher:
@@ -116,17 +152,24 @@ class MqttPublisher:
 
     All public methods are safe to call from any thread and never block on the
     network, except close(), which waits a bounded time for acknowledgements.
+    `session` is the agent's start counter (kept by the outbox); it is in the
+    birth message and the Last Will, so a consumer can tell a restart from a reconnect.
     """
 
-    def __init__(self, settings: MqttSettings, version: str = "0.1.0"):
+    def __init__(self, settings: MqttSettings, version: str = "0.1.0", session: int = 0):
         self._settings = settings
         self._version = version
+        self._session = session
         self._lock = threading.Condition()
         self._client: mqtt.Client | None = None
-        self._loop_thread: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()  # wakes the reconnect loop's back-off wait
+        self._hard_stop = False  # close() ran out of time: leave the loop now
         self._started = False
         self._closed = False
         self._connected = False
+        self._connections = 0  # successful CONNACKs since start()
+        self._attempt = 0  # failed attempts since the last successful CONNACK
         self._link_state = "idle"  # what we last logged: idle / connected / disconnected / connect_failed / refused
         # Messages handed to paho and not yet acknowledged, by mid. Guarded by _lock.
         self._pending: dict[int, _Pending] = {}
@@ -158,24 +201,56 @@ class MqttPublisher:
         if s.tls_ca is not None:
             self._configure_tls(client)
         client.max_queued_messages_set(s.max_queued)
-        client.reconnect_delay_set(min_delay=s.reconnect_min_s, max_delay=s.reconnect_max_s)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(_INFLIGHT)
+        client.connect_timeout = s.connect_timeout_s
 
         will_props = Properties(PacketTypes.WILLMESSAGE)
         will_props.ContentType = "application/json"
-        will = {"schema": STATUS_SCHEMA, "state": "offline", "version": self._version}
+        will = {"schema": STATUS_SCHEMA, "state": "offline", "version": self._version, "session": self._session}
         client.will_set(s.status_topic, _json_bytes(will), qos=1, retain=True, properties=will_props)
 
         client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        # With a write callback registered, paho never writes on the publishing thread: it
+        # queues the packet and wakes our select() through its socket pair. Only the network
+        # thread touches the socket.
+        client.on_socket_register_write = lambda *_: None
 
+        connect_props = Properties(PacketTypes.CONNECT)
+        connect_props.SessionExpiryInterval = s.session_expiry_s
+        # Stores host, port and the session flags; the first attempt is made by the loop.
+        client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=connect_props)
         self._client = client
-        client.connect_async(s.host, s.port, keepalive=s.keepalive_s)
-        client.loop_start()
-        # Kept so close() can join with a timeout; loop_stop() would wait forever.
-        self._loop_thread = client._thread  # noqa: SLF001
-        log.info("MQTT publishing to %s:%d as %s under %s/", s.host, s.port, s.effective_client_id, s.base_topic)
+        self._thread = threading.Thread(target=self._network_loop, args=(client,), name="mqtt-network", daemon=True)
+        self._thread.start()
+        log.info("MQTT publishing to %s:%d as %s under %s/ (session %d)",
+                 s.host, s.port, s.effective_client_id, s.base_topic, self._session)
+
+    def _network_loop(self, client: mqtt.Client) -> None:
+        """Connect, run the connection until it ends, wait (backoff + jitter), repeat; until close()."""
+        s = self._settings
+        while not self._closing.is_set():
+            try:
+                client.reconnect()
+            except OSError as exc:  # refused, unreachable, timed out, TLS failure
+                self._connect_failed(exc)
+            except Exception:  # a bug of ours must not end the link for good
+                log.exception("MQTT connect attempt failed")
+            else:
+                try:
+                    while not self._hard_stop:
+                        if client.loop(timeout=_LOOP_TIMEOUT_S) != mqtt.MQTT_ERR_SUCCESS:
+                            break
+                except Exception:
+                    # Raised from one of our callbacks. The next reconnect() closes the socket.
+                    log.exception("MQTT network loop failed; reconnecting")
+            if self._closing.is_set():
+                break
+            with self._lock:
+                attempt = self._attempt
+                self._attempt += 1
+            self._closing.wait(reconnect_delay(attempt, s.reconnect_min_s, s.reconnect_max_s))
 
     def close(self, timeout_s: float = 2.0) -> None:
         """Say "stopped", wait up to timeout_s for outstanding acks, then disconnect.
@@ -194,27 +269,26 @@ class MqttPublisher:
         deadline = time.monotonic() + max(0.0, timeout_s)
 
         if connected:
-            payload = {"schema": STATUS_SCHEMA, "state": "stopped", "version": self._version, "ts": round(time.time(), 3)}
-            self._publish(self._settings.status_topic, _json_bytes(payload), "application/json", qos=1, retain=True)
+            self._publish(self._settings.status_topic, _json_bytes(self._status("stopped")), "application/json",
+                          qos=1, retain=True)
             with self._lock:
                 self._lock.wait_for(lambda: not self._pending or not self._connected, deadline - time.monotonic())
                 unacked = len(self._pending)
             if unacked:
                 log.warning("MQTT closing with %d messages unacknowledged after %.1f s", unacked, timeout_s)
 
+        # A clean DISCONNECT: the broker drops the Will, so the retained status stays "stopped".
         client.disconnect()
-        self._stop_loop_thread(client, deadline)
+        self._closing.set()
+        self._stop_network_thread(client, deadline)
 
-    def _stop_loop_thread(self, client: mqtt.Client, deadline: float) -> None:
-        thread = self._loop_thread
-        # What loop_stop() does, minus its unbounded join. Without it a CONNACK racing
-        # with disconnect() could keep the loop running.
-        client._thread_terminate = True  # noqa: SLF001
+    def _stop_network_thread(self, client: mqtt.Client, deadline: float) -> None:
+        thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()) + _THREAD_EXIT_GRACE_S)
             if thread.is_alive():
-                # Stuck writing to a broker that stopped reading: break the socket so
-                # the loop sees the connection fail and exits.
+                # Stuck on a broker that stopped reading: break the socket so the loop ends.
+                self._hard_stop = True
                 sock = client.socket()
                 if sock is not None:
                     try:
@@ -232,9 +306,32 @@ class MqttPublisher:
 
     # -- publishing -------------------------------------------------------------
 
+    def send(
+        self,
+        subtopic: str,
+        payload: bytes,
+        content_type: str,
+        *,
+        on_ack: OnAck,
+        user_properties: Sequence[tuple[str, str]] = (),
+        expiry_s: int | None = None,
+    ) -> bool:
+        """Hand one message to the link; `on_ack(accepted)` runs when the broker acknowledges it.
+
+        on_ack runs on the network thread, with paho's lock held: it must be quick and must
+        not call back into this publisher. accepted is False when the broker refused the
+        message (a PUBACK reason code >= 0x80). send() returns False when the message was
+        not taken (closed, or paho's queue is full): keep it and offer it again later.
+        """
+        return self._publish(
+            f"{self._settings.base_topic}/{subtopic}", payload, content_type, qos=self._settings.qos,
+            user_properties=user_properties, expiry_s=expiry_s, data=True, on_ack=on_ack,
+        )
+
     def publish_event(self, line: str, event: dict) -> None:
-        topic = f"{self._settings.base_topic}/events/{_topic_segment('line', line)}"
-        self._publish(topic, _json_bytes(event), "application/json", qos=self._settings.qos, data=True)
+        topic = f"{self._settings.base_topic}/{topics.event(line)}"
+        self._publish(topic, _json_bytes(event), "application/json", qos=self._settings.qos,
+                      expiry_s=self._settings.message_expiry_s, data=True)
 
     def publish_crop(
         self,
@@ -244,12 +341,15 @@ class MqttPublisher:
         jpeg: bytes,
         meta: dict[str, str | int | float],
     ) -> None:
-        topic = (
-            f"{self._settings.base_topic}/crops/{_topic_segment('line', line)}/"
-            f"{_topic_segment('event_id', event_id)}/{int(index)}"
-        )
+        topic = f"{self._settings.base_topic}/{topics.crop(line, event_id, index)}"
         user_properties = [(str(k), str(v)) for k, v in meta.items()]
-        self._publish(topic, bytes(jpeg), "image/jpeg", qos=self._settings.qos, user_properties=user_properties, data=True)
+        self._publish(topic, bytes(jpeg), "image/jpeg", qos=self._settings.qos, user_properties=user_properties,
+                      expiry_s=self._settings.message_expiry_s, data=True)
+
+    def publish_stats(self, body: dict, expiry_s: int | None = None) -> None:
+        """The periodic stats message: QoS 0, not retained, dropped while the link is down."""
+        payload = {"schema": STATUS_SCHEMA, "device_id": self._settings.device_id, "session": self._session, **body}
+        self._publish(self._settings.stats_topic, _json_bytes(payload), "application/json", qos=0, expiry_s=expiry_s)
 
     def _publish(
         self,
@@ -259,38 +359,45 @@ class MqttPublisher:
         *,
         qos: int,
         retain: bool = False,
-        user_properties: list[tuple[str, str]] | None = None,
+        user_properties: Sequence[tuple[str, str]] = (),
+        expiry_s: int | None = None,
         data: bool = False,
-    ) -> None:
+        on_ack: OnAck | None = None,
+    ) -> bool:
         client = self._client
         if client is None or (self._closed and data):
             # Before start() or after close(): there is no link to queue on.
             self._count_drop(topic, "publisher not started" if client is None else "publisher closed", data)
-            return
+            return False
         props = Properties(PacketTypes.PUBLISH)
         props.ContentType = content_type
         if user_properties:
-            props.UserProperty = user_properties
+            props.UserProperty = list(user_properties)
+        if expiry_s is not None:
+            props.MessageExpiryInterval = max(1, int(math.ceil(expiry_s)))
         # Must not hold self._lock here: paho calls on_publish with its own lock held.
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self._count_drop(topic, f"send queue full ({self._settings.max_queued} messages)", data)
-            return
+            return False
         if info.rc == mqtt.MQTT_ERR_NO_CONN and qos == 0:
             self._count_drop(topic, "not connected (QoS 0 messages are not queued)", data)
-            return
+            return False
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             # NO_CONN with QoS>0 is fine: paho keeps the message and sends it on reconnect.
             self._count_drop(topic, f"publish failed: {mqtt.error_string(info.rc)}", data)
-            return
+            return False
         with self._lock:
             if data:
                 self._published += 1
             accepted = self._early_acks.pop(info.mid, None)
-            if accepted is not None:
-                self._count_ack(data, accepted)
-            else:
-                self._pending[info.mid] = _Pending(data=data, qos=qos)
+            if accepted is None:
+                self._pending[info.mid] = _Pending(data=data, qos=qos, on_ack=on_ack)
+                return True
+            self._count_ack(data, accepted)
+        if on_ack is not None:
+            on_ack(accepted)
+        return True
 
     def _count_drop(self, topic: str, why: str, data: bool = True) -> None:
         with self._lock:
@@ -308,16 +415,33 @@ class MqttPublisher:
         with self._lock:
             return self._connected
 
+    @property
+    def connections(self) -> int:
+        """Successful connections since start(): changes on every reconnect."""
+        with self._lock:
+            return self._connections
+
+    @property
+    def session(self) -> int:
+        return self._session
+
     def stats(self) -> dict:
-        """Counts for health. published/acked/dropped cover events and crops, not status messages."""
+        """Counts for health. published/acked/dropped cover events and crops, not status or stats messages."""
         with self._lock:
             return {
                 "connected": self._connected,
+                "connections": self._connections,
+                "session": self._session,
                 "published": self._published,
                 "acked": self._acked,
                 "dropped": self._dropped,
+                "unacked": sum(p.data for p in self._pending.values()),
                 "last_error": self._last_error,
             }
+
+    def _status(self, state: str) -> dict:
+        return {"schema": STATUS_SCHEMA, "state": state, "version": self._version, "session": self._session,
+                "ts": round(time.time(), 3)}
 
     # -- paho callbacks (network thread) ------------------------------------------
 
@@ -327,13 +451,27 @@ class MqttPublisher:
             why = f"broker {s.host}:{s.port} refused the connection: {reason_code}"
             self._set_link_state("refused", why, logging.WARNING, connected=False, error=why)
             return
-        self._set_link_state("connected", f"MQTT connected to {s.host}:{s.port}", logging.INFO, connected=True)
-        birth = {"schema": STATUS_SCHEMA, "state": "online", "version": self._version, "ts": round(time.time(), 3)}
-        self._publish(s.status_topic, _json_bytes(birth), "application/json", qos=1, retain=True)
+        receive_maximum = getattr(properties, "ReceiveMaximum", None)
+        if receive_maximum and receive_maximum < client.max_inflight_messages:
+            # paho does not follow the broker's Receive Maximum, and cannot change its own limit
+            # once a client has connected: say so, the broker may drop the connection.
+            log.warning("MQTT broker %s:%d takes only %d messages in flight, fewer than the %d this client sends",
+                        s.host, s.port, receive_maximum, client.max_inflight_messages)
+        with self._lock:
+            self._connections += 1
+            self._attempt = 0
+            closed = self._closed
+        resumed = " (session resumed)" if flags.session_present else ""
+        self._set_link_state("connected", f"MQTT connected to {s.host}:{s.port}{resumed}", logging.INFO, connected=True)
+        if closed:  # close() raced with this connection: end it cleanly
+            client.disconnect()
+            return
+        self._publish(s.status_topic, _json_bytes(self._status("online")), "application/json", qos=1, retain=True)
 
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+    def _connect_failed(self, exc: BaseException) -> None:
         s = self._settings
-        why = f"cannot connect to MQTT broker {s.host}:{s.port}; retrying every {s.reconnect_min_s:g}-{s.reconnect_max_s:g} s"
+        why = (f"cannot connect to MQTT broker {s.host}:{s.port} ({exc}); "
+               f"retrying every {s.reconnect_min_s:g}-{s.reconnect_max_s:g} s")
         self._set_link_state("connect_failed", why, logging.WARNING, connected=False, error=f"connect to {s.host}:{s.port} failed")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -347,6 +485,9 @@ class MqttPublisher:
             for mid in lost:
                 if self._pending.pop(mid).data:
                     self._dropped += 1
+            refused = self._link_state == "refused"
+        if refused:  # the broker hung up after refusing us: that was already said, once
+            return
         # Without a DISCONNECT packet from the broker paho reports "Unspecified error".
         reason = str(reason_code) if flags.is_disconnect_packet_from_server else "connection lost"
         why = f"MQTT disconnected from {s.host}:{s.port}: {reason}"
@@ -354,6 +495,7 @@ class MqttPublisher:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         accepted = not reason_code.is_failure
+        first_rejection = False
         with self._lock:
             pending = self._pending.pop(mid, None)
             if pending is None:
@@ -361,8 +503,15 @@ class MqttPublisher:
             else:
                 self._count_ack(pending.data, accepted)
             if not accepted:
-                self._last_error = f"broker rejected a publish: {reason_code}"
+                why = f"broker rejected a publish: {reason_code}"
+                first_rejection = self._last_error != why
+                self._last_error = why
             self._lock.notify_all()
+        if first_rejection:
+            log.warning("MQTT broker %s:%d rejected a message: %s (check its ACL and limits)",
+                        self._settings.host, self._settings.port, reason_code)
+        if pending is not None and pending.on_ack is not None:
+            pending.on_ack(accepted)
 
     def _count_ack(self, data: bool, accepted: bool) -> None:
         # Caller holds self._lock.
