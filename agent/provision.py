@@ -131,6 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera", action="append", default=[], metavar="NAME=URL", help="a camera's URL (repeatable)")
     parser.add_argument("--cert", type=Path, help="the signed MQTT client certificate (PEM) to install")
     parser.add_argument("--ca", type=Path, help="the CA certificate (PEM) of the broker and the client certificate")
+    parser.add_argument("--operator-key", action="append", default=[], type=Path, metavar="FILE",
+                        help="an operator's Ed25519 public key (edge-agent ctl --keygen): once one is installed the "
+                             "device accepts only commands signed by an installed key (repeatable)")
     parser.add_argument("--key-type", choices=["ec-p256", "ed25519"], default="ec-p256",
                         help="for a new device key (default ec-p256, which every broker accepts)")
     parser.add_argument("--unit", type=Path, default=_REPO / "systemd" / UNIT_NAME, help="the unit file to install")
@@ -150,12 +153,16 @@ def run(args: argparse.Namespace) -> int:
                              "(or --root DIR to build a tree elsewhere)")
     report = Report()
     provision(layout, values, report, template=args.template, unit=args.unit, cert=args.cert, ca=args.ca,
-              key_type=args.key_type, models_dir=args.models_dir, enable=not args.no_enable)
+              key_type=args.key_type, models_dir=args.models_dir, enable=not args.no_enable,
+              operator_keys=args.operator_key)
     print(f"edge-agent provision: device {values['device_id']} into {layout.root}")
     print(report.render())
     print(f"{report.changed} change(s)")
     if not layout.host(f"{layout.credstore}/{CERT_CREDENTIAL}").exists():
         print(f"next: have the fleet CA sign {layout.csr_file}, then run provision again with --cert FILE --ca FILE")
+    if not installed_operator_keys(layout):
+        print("next: commands are accepted unsigned until an operator key is installed: run provision again with "
+              "--operator-key FILE.pub (make one with edge-agent ctl --keygen FILE)")
     if layout.is_live and not args.no_doctor:
         from . import doctor
 
@@ -197,7 +204,7 @@ def device_values(args: argparse.Namespace) -> dict:
 
 def provision(layout: Layout, values: dict, report: Report, *, template: Path, unit: Path,
               cert: Path | None = None, ca: Path | None = None, key_type: str = "ec-p256",
-              models_dir: str | None = None, enable: bool = True) -> None:
+              models_dir: str | None = None, enable: bool = True, operator_keys=()) -> None:
     """All the steps. The config is rendered and validated before anything is written."""
     for path, what in ((template, "template"), (unit, "unit file")):
         if not path.is_file():
@@ -209,6 +216,7 @@ def provision(layout: Layout, values: dict, report: Report, *, template: Path, u
     install_directories(layout, report)
     key = install_identity(layout, values, report, key_type)
     install_certificates(layout, key, report, cert, ca)
+    install_operator_keys(layout, report, operator_keys)
     install_config(layout, values, report, template, models_dir)
     install_unit(layout, report, unit, enable)
 
@@ -370,6 +378,26 @@ def _load_cert(path: Path, flag: str):
 
 # -- 5. config -----------------------------------------------------------------------------
 
+def install_operator_keys(layout: Layout, report: Report, keys) -> None:
+    """Operators' command-signing public keys, into {config_dir}/operators/ (checked first)."""
+    from .control.auth import ControlSetupError, load_public_key
+
+    for path in keys:
+        try:
+            load_public_key(path)
+        except ControlSetupError as exc:
+            raise ProvisionError(f"--operator-key {path}: {exc}") from None
+    for path in keys:
+        _write(layout, f"{layout.config_dir}/operators/{path.name}", path.read_bytes(), 0o644, report,
+               note="operator key")
+
+
+def installed_operator_keys(layout: Layout) -> list[str]:
+    folder = layout.host(f"{layout.config_dir}/operators")
+    return sorted(f"{layout.config_dir}/operators/{p.name}" for p in folder.glob("*") if p.is_file()) \
+        if folder.is_dir() else []
+
+
 def template_variables(layout: Layout, values: dict, models_dir: str | None = None) -> dict:
     broker = urlsplit(str(values["broker_url"]))
     if broker.scheme not in ("mqtt", "mqtts") or not broker.hostname:
@@ -397,6 +425,8 @@ def template_variables(layout: Layout, values: dict, models_dir: str | None = No
         "cache_dir": layout.cache_dir,
         "state_dir": layout.state_dir,
         "logs_dir": layout.logs_dir,
+        "operator_keys": installed_operator_keys(layout),
+        "require_signature": bool(installed_operator_keys(layout)),
     }
     variables |= {f"camera.{name}": str(url) for name, url in values.get("cameras", {}).items()}
     return variables

@@ -128,6 +128,8 @@ class MosquittoBroker:
         config.write_text(
             f"listener {self._port} {self._host}\n"
             "allow_anonymous true\n"
+            # Replies and acks are small: without this mosquitto holds each for Nagle (~40 ms).
+            "set_tcp_nodelay true\n"
             f"{persistence}"
             "log_dest stderr\n"
             "log_type error\n"

@@ -143,4 +143,11 @@ def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
 
     models = {name: model.model_copy(update={"path": resolve(model.path)}) for name, model in config.models.items()}
     cache = resolve(config.model_cache_dir) if config.model_cache_dir else None
-    return config.model_copy(update={"models": models, "model_cache_dir": cache})
+    c = config.control
+    state_dir = config.outbox.path.parent
+    control = c.model_copy(update={
+        "public_keys": [resolve(k) for k in c.public_keys],
+        "replay_db": resolve(c.replay_db) if c.replay_db else state_dir / "commands.db",
+        "audit_log": resolve(c.audit_log) if c.audit_log else state_dir / "audit.log",
+    })
+    return config.model_copy(update={"models": models, "model_cache_dir": cache, "control": control})

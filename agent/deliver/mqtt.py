@@ -19,6 +19,12 @@ Two ways to publish:
 - `publish_event()` / `publish_crop()` are fire-and-forget (memory only): for tools and
   tests that have no outbox.
 
+Commands come in through `subscribe()`: the filters are (re)subscribed on every connection,
+and each message is handed to its handler as an IncomingMessage, with the MQTT 5 Response
+Topic and Correlation Data. Replies go out with `publish_to()`; retained state with
+`publish_retained()`. `MqttRequester` is the other side: one request, one reply (for ctl
+and benchmarks).
+
 Topics are laid out in topics.py; payload schemas are in schemas/.
 """
 
@@ -31,6 +37,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +63,21 @@ _JITTER = 0.5
 _INFLIGHT = 20
 
 OnAck = Callable[[bool], None]
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """One message received on a subscribed topic, without paho types."""
+
+    topic: str
+    payload: bytes
+    retain: bool = False
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    content_type: str | None = None
+
+
+OnMessage = Callable[[IncomingMessage], None]
 
 
 @dataclass(frozen=True)
@@ -138,6 +160,15 @@ def _json_bytes(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
+def _no_delay(client: mqtt.Client) -> None:
+    """Send small packets (a command's reply, a PUBACK) at once instead of waiting on Nagle's algorithm."""
+    sock = client.socket()
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+    except (OSError, AttributeError):  # not TCP (a websocket wrapper), or already gone
+        pass
+
+
 def reconnect_delay(attempt: int, min_s: float, max_s: float, rng: Callable[[], float] = random.random) -> float:
     """Seconds to wait before reconnect attempt `attempt` (0 = the first retry).
 
@@ -179,6 +210,9 @@ class MqttPublisher:
         self._acked = 0
         self._dropped = 0
         self._last_error: str | None = None
+        # Absolute topic filter -> handler; subscribed again on every connection.
+        self._subscriptions: dict[str, OnMessage] = {}
+        self._received = 0
 
     # -- lifetime -------------------------------------------------------------
 
@@ -212,6 +246,7 @@ class MqttPublisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         # With a write callback registered, paho never writes on the publishing thread: it
         # queues the packet and wakes our select() through its socket pair. Only the network
         # thread touches the socket.
@@ -351,6 +386,33 @@ class MqttPublisher:
         payload = {"schema": STATUS_SCHEMA, "device_id": self._settings.device_id, "session": self._session, **body}
         self._publish(self._settings.stats_topic, _json_bytes(payload), "application/json", qos=0, expiry_s=expiry_s)
 
+    def subscribe(self, subtopic_filter: str, handler: OnMessage) -> None:
+        """Receive messages on `{prefix}/{device}/{subtopic_filter}` (QoS 1), now and after every reconnect.
+
+        `handler` runs on the network thread: it must be quick (hand the work to a queue) and
+        must not block on this publisher.
+        """
+        topic_filter = f"{self._settings.base_topic}/{subtopic_filter}"
+        with self._lock:
+            self._subscriptions[topic_filter] = handler
+            client = self._client if self._connected else None
+        if client is not None:
+            client.subscribe(topic_filter, qos=1)
+
+    def publish_to(self, topic: str, payload: bytes, content_type: str = "application/json", *,
+                   correlation_data: bytes | None = None, qos: int = 1) -> bool:
+        """A message to an absolute topic (a command's reply); memory only, like publish_event."""
+        return self._publish(topic, payload, content_type, qos=qos, correlation_data=correlation_data)
+
+    def publish_retained(self, subtopic: str, body: dict) -> bool:
+        """Retained JSON under this device's base topic (the `state` mirror)."""
+        return self._publish(f"{self._settings.base_topic}/{subtopic}", _json_bytes(body), "application/json",
+                             qos=1, retain=True)
+
+    @property
+    def base_topic(self) -> str:
+        return self._settings.base_topic
+
     def _publish(
         self,
         topic: str,
@@ -363,6 +425,7 @@ class MqttPublisher:
         expiry_s: int | None = None,
         data: bool = False,
         on_ack: OnAck | None = None,
+        correlation_data: bytes | None = None,
     ) -> bool:
         client = self._client
         if client is None or (self._closed and data):
@@ -375,6 +438,8 @@ class MqttPublisher:
             props.UserProperty = list(user_properties)
         if expiry_s is not None:
             props.MessageExpiryInterval = max(1, int(math.ceil(expiry_s)))
+        if correlation_data is not None:
+            props.CorrelationData = correlation_data
         # Must not hold self._lock here: paho calls on_publish with its own lock held.
         info = client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
@@ -425,6 +490,12 @@ class MqttPublisher:
     def session(self) -> int:
         return self._session
 
+    @property
+    def received(self) -> int:
+        """Messages received on subscribed topics since start()."""
+        with self._lock:
+            return self._received
+
     def stats(self) -> dict:
         """Counts for health. published/acked/dropped cover events and crops, not status or stats messages."""
         with self._lock:
@@ -457,6 +528,7 @@ class MqttPublisher:
             # once a client has connected: say so, the broker may drop the connection.
             log.warning("MQTT broker %s:%d takes only %d messages in flight, fewer than the %d this client sends",
                         s.host, s.port, receive_maximum, client.max_inflight_messages)
+        _no_delay(client)
         with self._lock:
             self._connections += 1
             self._attempt = 0
@@ -466,7 +538,29 @@ class MqttPublisher:
         if closed:  # close() raced with this connection: end it cleanly
             client.disconnect()
             return
+        # Subscribe before saying "online": the broker takes packets in order, so whoever sees
+        # the birth message can already reach the command topics.
+        with self._lock:
+            filters = list(self._subscriptions)
+        for topic_filter in filters:
+            client.subscribe(topic_filter, qos=1)
         self._publish(s.status_topic, _json_bytes(self._status("online")), "application/json", qos=1, retain=True)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        props = message.properties
+        response_topic = getattr(props, "ResponseTopic", None) if props is not None else None
+        correlation = getattr(props, "CorrelationData", None) if props is not None else None
+        content_type = getattr(props, "ContentType", None) if props is not None else None
+        incoming = IncomingMessage(message.topic, bytes(message.payload), bool(message.retain),
+                                   response_topic or None, bytes(correlation) if correlation else None, content_type)
+        with self._lock:
+            self._received += 1
+            handlers = [h for f, h in self._subscriptions.items() if mqtt.topic_matches_sub(f, message.topic)]
+        for handler in handlers:
+            try:
+                handler(incoming)
+            except Exception:  # a bug of ours in a handler must not end the connection
+                log.exception("MQTT handler for %s failed", message.topic)
 
     def _connect_failed(self, exc: BaseException) -> None:
         s = self._settings
@@ -555,3 +649,83 @@ class MqttPublisher:
     def __repr__(self) -> str:
         s = self._settings
         return f"MqttPublisher({s.host}:{s.port}, {s.base_topic}, connected={self.connected})"
+
+
+class MqttRequester:
+    """The other side of the command topics: send a request, wait for its reply (ctl, benchmarks).
+
+    One MQTT v5 connection from __enter__ to __exit__. Each request carries a Response Topic
+    and fresh Correlation Data; the reply with that correlation is returned, others are ignored.
+    """
+
+    def __init__(self, host: str, port: int = 1883, *, reply_topic: str, client_id: str = "",
+                 username: str | None = None, password: str | None = None, tls_ca: Path | None = None,
+                 connect_timeout_s: float = 5.0):
+        self.reply_topic = reply_topic
+        self._host, self._port = host, port
+        self._connect_timeout_s = connect_timeout_s
+        self._client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                   protocol=mqtt.MQTTv5)
+        if username is not None:
+            self._client.username_pw_set(username, password)
+        if tls_ca is not None:
+            self._client.tls_set(ca_certs=str(tls_ca))
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._waiting: dict[bytes, list] = {}  # correlation -> [Event, reply payload]
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *_: self._ready.set()
+        self._client.on_message = self._on_message
+
+    def __enter__(self) -> MqttRequester:
+        try:
+            self._client.connect(self._host, self._port, keepalive=30)
+        except OSError as exc:
+            raise ConnectionError(f"cannot connect to MQTT broker {self._host}:{self._port}: {exc}") from None
+        self._client.loop_start()
+        if not self._ready.wait(self._connect_timeout_s):
+            self.__exit__()
+            raise ConnectionError(f"MQTT broker {self._host}:{self._port} did not accept the connection "
+                                  f"and subscription within {self._connect_timeout_s:g} s")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if not reason_code.is_failure:
+            _no_delay(client)
+            client.subscribe(self.reply_topic, qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        correlation = getattr(message.properties, "CorrelationData", None)
+        with self._lock:
+            slot = self._waiting.get(bytes(correlation)) if correlation else None
+        if slot is not None:
+            slot[1] = bytes(message.payload)
+            slot[0].set()
+
+    def publish(self, topic: str, payload: bytes, *, response_topic: str | None = None,
+                correlation_data: bytes | None = None, retain: bool = False, qos: int = 1) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        props.ContentType = "application/json"
+        if response_topic:
+            props.ResponseTopic = response_topic
+        if correlation_data:
+            props.CorrelationData = correlation_data
+        self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
+
+    def request(self, topic: str, payload: bytes, timeout_s: float = 5.0) -> bytes | None:
+        """Publish one request and return its reply's payload, or None after timeout_s."""
+        correlation = uuid.uuid4().bytes
+        slot: list = [threading.Event(), None]
+        with self._lock:
+            self._waiting[correlation] = slot
+        try:
+            self.publish(topic, payload, response_topic=self.reply_topic, correlation_data=correlation)
+            slot[0].wait(timeout_s)
+            return slot[1]
+        finally:
+            with self._lock:
+                self._waiting.pop(correlation, None)

@@ -9,7 +9,11 @@ the new place, not to the old one.
     events/{line}                   one JSON event per inspection
     crops/{line}/{event_id}/{n}     JPEG bytes of defect n, metadata as user properties
 
-Payload schemas: agent/deliver/schemas/{status,stats,event,crop}.json.
+    cmd/{command...}                commands in (agent/control/commands.py); replies go to the
+                                    request's Response Topic, its reply_to, or `replies`
+    state                           retained JSON: each settable value (paused, thresholds, log level)
+
+Payload schemas: agent/deliver/schemas/{status,stats,event,crop,command,reply}.json.
 """
 
 from __future__ import annotations

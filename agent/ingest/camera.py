@@ -50,10 +50,11 @@ class HttpSnapshotCamera:
         try:
             with urllib.request.urlopen(self.url, timeout=self.timeout_s if timeout_s is None else timeout_s) as response:
                 data = response.read()
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            # cv2.imdecode raises (not returns None) on an empty body: an empty reply is no frame.
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
             if image is None:
                 raise ValueError(f"undecodable image ({len(data)} bytes)")
-        except (OSError, ValueError, urllib.error.URLError) as exc:
+        except (OSError, ValueError, urllib.error.URLError, cv2.error) as exc:
             self._failed(exc)
             return None
         with self._lock:
