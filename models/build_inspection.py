@@ -5,6 +5,8 @@
 renders training images with hw_sim.scene.PartRenderer, trains a small anchor-free
 detector with PyTorch on the CPU, converts it to OpenVINO IR (FP32), quantizes it to
 INT8 with NNCF, evaluates both IRs on held-out renders and writes the model card.
+The generic parts (model, assignment, loss, training loop, export, INT8) live in
+models/detector_lib.py; this script holds what is specific to inspection.
 
 Output (mirrors ``yolo export format=openvino``):
     <out>/fp32/inspection-detector.{xml,bin}, metadata.yaml
@@ -22,16 +24,12 @@ from CALIB_SEED, evaluation from EVAL_SEED; none overlap.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
-import hashlib
 import json
-import math
 import os
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +39,14 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from hw_sim.scene import DEFECT_KINDS, PartRenderer  # noqa: E402
+import models.detector_lib as lib  # noqa: E402
+from models.detector_lib import DetectorSpec, letterbox_targets  # noqa: E402
 from models.evaluate import (  # noqa: E402
     IMGSZ,
     evaluate_detector,
-    letterbox,
     measure_latency,
     prepare,
     render_parts,
-    to_input,
 )
 
 MODEL_NAME = "inspection-detector"
@@ -63,6 +61,8 @@ MAX_DEFECTS = 3
 NUM_CLASSES = len(DEFECT_KINDS)
 DEFAULT_OP_CONF = 0.15  # chosen from the held-out score margins; see CARD.md
 LEVEL_SPLIT = 48  # input pixels: defects whose longer side exceeds this go to the stride-16 level
+SPEC = DetectorSpec(name=MODEL_NAME, names=tuple(DEFECT_KINDS), imgsz=IMGSZ, strides=STRIDES,
+                    max_objects=MAX_DEFECTS, level_split=(LEVEL_SPLIT,), widths=(16, 32, 64, 128), version=VERSION)
 
 
 # ------------------------------------------------------------------ data
@@ -74,297 +74,42 @@ def _render_chunk(seed: int, n: int):
 
     cv2.setNumThreads(1)  # one render process per core
     renderer = PartRenderer(seed=seed)
-    images = np.empty((n, 3, IMGSZ, IMGSZ), np.uint8)
-    targets = np.zeros((n, MAX_DEFECTS, 5), np.float32)
-    targets[:, :, 0] = -1
-    for i in range(n):
+    samples = []
+    for _ in range(n):
         part = renderer.render()
-        padded, ratio, (left, top) = letterbox(part.image)
-        images[i] = padded[:, :, ::-1].transpose(2, 0, 1)
-        for j, d in enumerate(part.defects[:MAX_DEFECTS]):
-            x1, y1, x2, y2 = d.box
-            targets[i, j] = (DEFECT_KINDS.index(d.kind), x1 * ratio + left, y1 * ratio + top,
-                             x2 * ratio + left, y2 * ratio + top)
-    return images, targets
+        samples.append((part.image, [(DEFECT_KINDS.index(d.kind), d.box) for d in part.defects]))
+    return letterbox_targets(SPEC, samples)
 
 
 def render_training_set(n: int, workers: int):
-    chunks = [(TRAIN_SEED_BASE + k, min(CHUNK, n - k * CHUNK)) for k in range(math.ceil(n / CHUNK))]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(_render_chunk, *zip(*chunks)))
-    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results]), chunks
+    return lib.render_training_set(_render_chunk, n, TRAIN_SEED_BASE, CHUNK, workers)
 
 
-# ------------------------------------------------------------------ model
+# ------------------------------------------------------------------ model / training / export (models/detector_lib.py)
 
 
 def build_model():
-    import torch
-    from torch import nn
-
-    def conv(c1, c2, k=3, s=1):
-        return nn.Sequential(nn.Conv2d(c1, c2, k, s, k // 2, bias=False), nn.BatchNorm2d(c2), nn.SiLU())
-
-    class InspectionDetector(nn.Module):
-        """Two-level (stride 8 and 16) anchor-free detector with a YOLOv8-layout output."""
-
-        def __init__(self, nc: int = NUM_CLASSES, widths=(16, 32, 64, 128)):
-            super().__init__()
-            a, b, c, d = widths
-            self.nc = nc
-            self.stem = nn.Sequential(conv(3, a, 3, 2), conv(a, b, 3, 2), conv(b, b))  # stride 4
-            self.stage8 = nn.Sequential(conv(b, c, 3, 2), conv(c, c))
-            self.stage16 = nn.Sequential(conv(c, d, 3, 2), conv(d, d))
-            self.up = nn.Upsample(scale_factor=2, mode="nearest")
-            self.fuse8 = nn.Sequential(conv(c + d, c, 1), conv(c, c))
-            self.head8 = nn.Sequential(conv(c, c), nn.Conv2d(c, 4 + nc, 1))
-            self.head16 = nn.Sequential(conv(d, c), nn.Conv2d(c, 4 + nc, 1))
-            prior = -math.log((1 - 0.01) / 0.01)
-            for head in (self.head8, self.head16):
-                nn.init.zeros_(head[-1].bias)
-                nn.init.normal_(head[-1].weight, std=0.01)
-                head[-1].bias.data[4:] = prior
-            anchors, strides = [], []
-            for s in STRIDES:
-                g = IMGSZ // s
-                ys, xs = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
-                anchors.append(torch.stack([xs, ys], 0).reshape(2, -1).float().add(0.5).mul(s))
-                strides.append(torch.full((1, g * g), float(s)))
-            self.register_buffer("anchors", torch.cat(anchors, 1))  # [2, N] pixel centres
-            self.register_buffer("strides", torch.cat(strides, 1))  # [1, N]
-
-        def raw(self, images):
-            x = self.stem(images)
-            p8 = self.stage8(x)
-            p16 = self.stage16(p8)
-            n8 = self.fuse8(torch.cat([p8, self.up(p16)], 1))
-            out = torch.cat([self.head8(n8).flatten(2), self.head16(p16).flatten(2)], 2)
-            xy = self.anchors + out[:, :2] * self.strides
-            wh = torch.exp(out[:, 2:4].clamp(-6.0, 6.0)) * self.strides
-            return torch.cat([xy, wh], 1), out[:, 4:]  # boxes xywh [B, 4, N], class logits [B, nc, N]
-
-        def forward(self, images):
-            boxes, logits = self.raw(images)
-            return torch.cat([boxes, logits.sigmoid()], 1)
-
-    return InspectionDetector()
-
-
-# ------------------------------------------------------------------ training
-
-
-def assign(model, targets):
-    """Centre-prior assignment: each defect claims the anchors nearest its box centre.
-
-    targets [B, M, 5] (class, x1, y1, x2, y2; class -1 = padding). Returns positive
-    mask [B, N], target boxes xyxy [B, N, 4], target classes [B, N].
-    """
-    import torch
-
-    ax, ay = model.anchors[0], model.anchors[1]  # [N]
-    s = model.strides[0]  # [N]
-    cls = targets[..., 0]
-    x1, y1, x2, y2 = (targets[..., i, None] for i in range(1, 5))  # [B, M, 1]
-    w, h = x2 - x1, y2 - y1
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    # One level per defect, so two levels never both claim it and leave duplicates.
-    longest = torch.maximum(w, h)
-    level_ok = torch.where(longest <= LEVEL_SPLIT, s == STRIDES[0], s == STRIDES[1])
-    inside = ((ax - cx).abs() <= s + 1e-3) & ((ay - cy).abs() <= s + 1e-3)
-    pos = inside & level_ok & (cls[..., None] >= 0)  # [B, M, N]
-    area = torch.where(pos, (w * h).expand_as(pos), torch.full_like(pos, float("inf"), dtype=torch.float32))
-    best = area.argmin(1)  # [B, N] smallest claiming defect wins
-    positive = pos.any(1)
-    tgt = torch.gather(targets, 1, best[..., None].expand(-1, -1, 5))  # [B, N, 5]
-    return positive, tgt[..., 1:], tgt[..., 0].long()
-
-
-def giou(a, b):
-    import torch
-
-    tl = torch.maximum(a[:, :2], b[:, :2])
-    br = torch.minimum(a[:, 2:], b[:, 2:])
-    inter = (br - tl).clamp(min=0).prod(1)
-    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(1)
-    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(1)
-    union = area_a + area_b - inter + 1e-7
-    iou = inter / union
-    hull = (torch.maximum(a[:, 2:], b[:, 2:]) - torch.minimum(a[:, :2], b[:, :2])).prod(1) + 1e-7
-    return iou - (hull - union) / hull, iou
-
-
-def detection_loss(model, images, targets):
-    import torch
-    import torch.nn.functional as F
-
-    boxes, logits = model.raw(images)
-    positive, tgt_box, tgt_cls = assign(model, targets)
-    num_pos = max(int(positive.sum()), 1)
-    cls_target = torch.zeros_like(logits)
-    b_idx, n_idx = positive.nonzero(as_tuple=True)
-    if len(b_idx):
-        pb = boxes.permute(0, 2, 1)[b_idx, n_idx]  # xywh
-        pb = torch.cat([pb[:, :2] - pb[:, 2:] / 2, pb[:, :2] + pb[:, 2:] / 2], 1)
-        tb = tgt_box[b_idx, n_idx]
-        g, iou = giou(pb, tb)
-        # IoU-aware scores: a loosely placed box from an off-centre anchor scores lower
-        # than the well placed one, so it ranks below it and below other parts' true hits.
-        cls_target[b_idx, tgt_cls[b_idx, n_idx], n_idx] = iou.detach().clamp(0, 1)
-    cls_loss = F.binary_cross_entropy_with_logits(logits, cls_target, reduction="sum") / num_pos
-    if len(b_idx):
-        stride = model.strides[0, n_idx][:, None]
-        box_loss = (1 - g).mean()
-        l1_loss = ((pb - tb).abs() / stride).mean()
-    else:
-        box_loss = l1_loss = boxes.sum() * 0
-    return cls_loss + 2.5 * box_loss + 0.5 * l1_loss, (cls_loss.item(), box_loss.item(), l1_loss.item())
-
-
-def augment(images, targets, generator):
-    """Random horizontal / vertical flips (the letterbox padding is symmetric)."""
-    import torch
-
-    b = images.shape[0]
-    hflip = torch.rand(b, generator=generator) < 0.5
-    vflip = torch.rand(b, generator=generator) < 0.5
-    images = images.clone()
-    targets = targets.clone()
-    images[hflip] = images[hflip].flip(3)
-    images[vflip] = images[vflip].flip(2)
-    valid = targets[..., 0] >= 0
-    t = targets
-    hx = hflip[:, None] & valid
-    x1, x2 = t[..., 1].clone(), t[..., 3].clone()
-    t[..., 1] = torch.where(hx, IMGSZ - x2, x1)
-    t[..., 3] = torch.where(hx, IMGSZ - x1, x2)
-    vy = vflip[:, None] & valid
-    y1, y2 = t[..., 2].clone(), t[..., 4].clone()
-    t[..., 2] = torch.where(vy, IMGSZ - y2, y1)
-    t[..., 4] = torch.where(vy, IMGSZ - y1, y2)
-    return images, t
+    return lib.build_model(SPEC)
 
 
 def train(images_u8: np.ndarray, targets: np.ndarray, epochs: int, batch: int, lr: float, seed: int, log):
-    import torch
-
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    model = build_model()
-    ema = copy.deepcopy(model).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (decay if p.ndim == 4 else no_decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.99))
-    images_t = torch.from_numpy(images_u8)
-    targets_t = torch.from_numpy(targets)
-    n = len(images_t)
-    steps_per_epoch = n // batch
-    total = steps_per_epoch * epochs
-    warmup = min(150, total // 10)
-    step = 0
-    t0 = time.time()
-    for epoch in range(epochs):
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        running = np.zeros(3)
-        for k in range(steps_per_epoch):
-            idx = order[k * batch : (k + 1) * batch]
-            x, y = augment(images_t[idx], targets_t[idx], generator)
-            x = x.float().div_(255.0)
-            factor = (step + 1) / warmup if step < warmup else \
-                0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
-            for g in opt.param_groups:
-                g["lr"] = lr * factor
-            loss, parts = detection_loss(model, x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            opt.step()
-            step += 1
-            d = 0.998 * (1 - math.exp(-step / 100))
-            with torch.no_grad():
-                msd = model.state_dict()
-                for key, v in ema.state_dict().items():
-                    if v.dtype.is_floating_point:
-                        v.mul_(d).add_(msd[key].detach(), alpha=1 - d)
-                    else:
-                        v.copy_(msd[key])
-            running += parts
-        running /= max(steps_per_epoch, 1)
-        log(f"epoch {epoch + 1}/{epochs}: cls {running[0]:.3f} giou {running[1]:.3f} l1 {running[2]:.3f} "
-            f"lr {lr * factor:.2e} ({time.time() - t0:.0f}s)")
-    return ema.eval()
-
-
-# ------------------------------------------------------------------ export
+    return lib.train(SPEC, images_u8, targets, epochs, batch, lr, seed, log)
 
 
 def metadata(description: str) -> dict:
-    return {
-        "description": description,
-        "author": "edge-agent",
-        "date": dt.datetime.now(dt.timezone.utc).date().isoformat(),
-        "version": VERSION,
-        "license": "Apache-2.0",
-        "stride": max(STRIDES),
-        "task": "detect",
-        "batch": 1,
-        "imgsz": [IMGSZ, IMGSZ],
-        "names": {i: k for i, k in enumerate(DEFECT_KINDS)},
-        "args": {"format": "openvino", "int8": "int8" in description.lower()},
-    }
+    return lib.detector_metadata(SPEC, description)
 
 
 def write_ir(ov_model, out_dir: Path, meta: dict, compress_to_fp16: bool = False) -> Path:
-    import openvino as ov
-    import yaml
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    xml = out_dir / f"{MODEL_NAME}.xml"
-    ov.save_model(ov_model, str(xml), compress_to_fp16=compress_to_fp16)
-    with open(out_dir / "metadata.yaml", "w") as f:
-        yaml.safe_dump(meta, f, sort_keys=False)
-    return xml
+    return lib.write_ir(MODEL_NAME, ov_model, out_dir, meta, compress_to_fp16)
 
 
 def export_fp32(model):
-    import openvino as ov
-    import torch
-
-    model = model.eval()
-    with torch.no_grad():
-        ov_model = ov.convert_model(model, example_input=torch.zeros(1, 3, IMGSZ, IMGSZ), input=[1, 3, IMGSZ, IMGSZ])
-    ov_model.inputs[0].get_tensor().set_names({"images"})
-    ov_model.outputs[0].get_tensor().set_names({"output0"})
-    return ov_model
+    return lib.export_fp32(SPEC, model)
 
 
-def quantize_int8(ov_model, calib_inputs):
-    import nncf
-
-    # Only the convolutions are quantized; the box decode and sigmoid stay in float,
-    # as Ultralytics' own OpenVINO INT8 export does for its detect head.
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
-    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
-
-    ignored = nncf.IgnoredScope(types=["Sigmoid", "Exp", "Multiply", "Add", "Concat", "Clamp"], validate=False)
-    # Most calibration parts are good, so the large activations a defect causes are rare.
-    # The default estimator averages per-image extremes and clips them (boxes shrank by
-    # a third and mAP@0.5 fell from 0.88 to 0.51 in the first build); plain min/max keeps them.
-    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
-    return nncf.quantize(ov_model, nncf.Dataset(calib_inputs), subset_size=len(calib_inputs),
-                         preset=nncf.QuantizationPreset.MIXED, ignored_scope=ignored, advanced_parameters=advanced)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+quantize_int8 = lib.quantize_int8
+sha256 = lib.sha256
 
 
 # ------------------------------------------------------------------ card
@@ -375,8 +120,7 @@ def _fmt(x) -> str:
 
 
 def write_card(out: Path, card: dict) -> None:
-    with open(out / "card.json", "w") as f:
-        json.dump(card, f, indent=2)
+    lib.write_card_json(out, card)
     m = card["metrics"]
     fp, q = m["fp32"], m["int8"]
     op = card["operating_threshold"]
@@ -455,12 +199,7 @@ def write_card(out: Path, card: dict) -> None:
         "",
         "## Files",
         "",
-        "| file | bytes | sha256 |",
-        "|---|---|---|",
-    ]
-    for name, info in card["files"].items():
-        lines.append(f"| {name} | {info['bytes']} | `{info['sha256']}` |")
-    lines += [
+        *lib.files_table(card["files"]),
         "",
         "## Rebuild",
         "",
@@ -478,7 +217,7 @@ def write_card(out: Path, card: dict) -> None:
         f"- `tests/test_model_accuracy.py` re-checks the shipped IRs on renderer seed {TEST_SEED}.",
         "",
     ]
-    (out / "CARD.md").write_text("\n".join(lines))
+    lib.write_card_md(out, lines)
 
 
 def measure(out: Path, eval_images: int, op_conf: float, log) -> tuple[dict, dict]:
@@ -494,11 +233,7 @@ def measure(out: Path, eval_images: int, op_conf: float, log) -> tuple[dict, dic
             f"margins crit {r['lowest_critical_part_score']} good {r['highest_good_part_score']}")
     metrics["latency"] = {name: measure_latency(out / name / f"{MODEL_NAME}.xml") for name in ("fp32", "int8")}
     log(f"latency {metrics['latency']}")
-    files = {}
-    for sub in ("fp32", "int8"):
-        for ext in ("xml", "bin"):
-            p = out / sub / f"{MODEL_NAME}.{ext}"
-            files[f"{sub}/{p.name}"] = {"bytes": p.stat().st_size, "sha256": sha256(p)}
+    files = lib.file_hashes(out, MODEL_NAME)
     return metrics, files
 
 

@@ -156,10 +156,11 @@ def match_predictions(pred_boxes, pred_classes, gt_boxes, gt_classes) -> np.ndar
     return correct
 
 
-def mean_average_precision(detections, ground_truth, num_classes: int) -> dict:
+def mean_average_precision(detections, ground_truth, num_classes: int, names=DEFECT_KINDS) -> dict:
     """detections: per image (boxes xyxy, scores, classes); ground_truth: per image (boxes, _, classes).
 
-    Returns mAP@0.5, mAP@0.5:0.95 and per-class AP@0.5 over the classes that occur.
+    Returns mAP@0.5, mAP@0.5:0.95 and per-class AP@0.5 over the classes that occur
+    (keyed by ``names``; the default names are the inspection defect kinds).
     """
     tps, confs, pcls, gcls = [], [], [], []
     for (pb, ps, pc), (gb, _, gc) in zip(detections, ground_truth):
@@ -193,7 +194,7 @@ def mean_average_precision(detections, ground_truth, num_classes: int) -> dict:
     return {
         "map50": float(ap[present, 0].mean()) if present.any() else 0.0,
         "map50_95": float(ap[present].mean()) if present.any() else 0.0,
-        "ap50_per_class": {DEFECT_KINDS[c] if c < len(DEFECT_KINDS) else str(c): float(ap[c, 0])
+        "ap50_per_class": {names[c] if c < len(names) else str(c): float(ap[c, 0])
                            for c in range(num_classes) if present[c]},
     }
 
