@@ -9,16 +9,24 @@ import logging
 import time
 
 from . import __version__
-from .act.plc import ModbusTcpPlc, PlcRegisterMap
+from .act.heartbeat import Heartbeat
+from .act.http import HttpAction, HttpActionSettings, PublisherWithHttp
+from .act.plc import ModbusPlc, PlcRegisterMap, RtuLink, TcpLink
+from .act.reject_timing import RejectTimer, RejectTiming
 from .config import AgentConfig
 from .deliver.mqtt import MqttPublisher, MqttSettings
-from .gpio import EdgeInput, PulseOutput, make_pin_factory
+from .deliver.outbox import Outbox, OutboxSettings, OutboxStore
+from .gpio import EdgeInput, LatchOutput, PulseOutput, StackLight, make_pin_factory
 from .infer.cascade import Cascade
 from .infer.engine import Classifier, Detector, Model
 from .ingest.camera import HttpSnapshotCamera
 from .ingest.interval_trigger import IntervalTrigger
+from .ingest.motion import MotionDetector, MotionSettings, MotionTrigger
+from .ingest.scale import ScaleTrigger
+from .ingest.sources import Backoff, LiveSource, file_opener, folder_opener, stream_opener, v4l2_opener
 from .lines.inspection import CropSettings, InspectionLine
 from .postprocess.inspection_rule import DefectRule
+from .serial_port import SerialPort
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +34,13 @@ log = logging.getLogger(__name__)
 class App:
     """All of one device's lines and links. Build (may raise user errors), start, stop."""
 
-    def __init__(self, config: AgentConfig, *, pin_factory=None):
+    def __init__(self, config: AgentConfig, *, pin_factory=None, config_path=None, request_restart=None):
+        """config_path: the file config/set writes (None: config/set is refused).
+        request_restart: called by the restart command (None: the process cannot restart itself)."""
         self.config = config
+        self.control = None  # the CommandServer, when config.control.enabled
+        self._config_path = config_path
+        self._request_restart = request_restart
         self._started_at: float | None = None
         self._closers: list = []  # undone in reverse order on stop, also after a failed build
         try:
@@ -49,6 +62,14 @@ class App:
             if line_config.severity_model:
                 cascades[line_name] = Cascade(Classifier(load(line_config.severity_model)))
 
+        # The outbox file first: it holds the session counter the link announces.
+        outbox = config.outbox
+        self.outbox_store = OutboxStore(OutboxSettings(
+            path=outbox.path, max_bytes=outbox.max_bytes, max_age_s=outbox.max_age_h * 3600,
+            drain_rate_per_s=outbox.drain_rate_per_s, inflight_window=outbox.inflight_window,
+            message_expiry_s=outbox.message_expiry_s, stats_interval_s=outbox.stats_interval_s,
+        ))
+        self._closers.append(self.outbox_store.close)
         self.publisher = MqttPublisher(
             MqttSettings(
                 host=config.mqtt.host, port=config.mqtt.port, topic_prefix=config.mqtt.topic_prefix,
@@ -59,22 +80,36 @@ class App:
                 tls_key=config.mqtt.tls.key if config.mqtt.tls else None,
             ),
             version=__version__,
+            session=self.outbox_store.session,
         )
         self._closers.append(self.publisher.close)
-        registers = config.plc.registers
-        self.plc = ModbusTcpPlc(
-            config.plc.host, config.plc.port, device_id=config.plc.device_id, timeout_s=config.plc.timeout_ms / 1000,
-            register_map=PlcRegisterMap(registers.inspection_id, registers.result_code, registers.defect_count, registers.reject_coil),
+        # The lines publish into the outbox; it feeds the link. Closed before the link.
+        self.outbox = Outbox(self.outbox_store, self.publisher)
+        self._closers.append(self.outbox.close)
+        plc_config = config.plc
+        rtu = plc_config.rtu
+        link = TcpLink(plc_config.host, plc_config.port) if rtu is None else \
+            RtuLink(rtu.port, rtu.baudrate, rtu.bytesize, rtu.parity, rtu.stopbits)
+        self.plc = ModbusPlc(
+            link, device_id=plc_config.device_id, timeout_s=plc_config.timeout_ms / 1000,
+            register_map=PlcRegisterMap(**plc_config.registers.model_dump()), verify=plc_config.verify_writes,
         )
         self._closers.append(self.plc.close)
 
-        needs_gpio = any(line.trigger.type == "gpio" or line.reject_output for line in config.lines.values())
+        needs_gpio = config.gpio.stack_light is not None or any(
+            line.trigger.type == "gpio" or line.reject_output or line.stop_line_output for line in config.lines.values())
         if pin_factory is None and needs_gpio:
             pin_factory = make_pin_factory(config.gpio.pin_factory)
         self.pin_factory = pin_factory
-        self.cameras = {
-            name: HttpSnapshotCamera(name, cam.url, timeout_s=cam.timeout_ms / 1000) for name, cam in config.cameras.items()
-        }
+        self.stack_light = None
+        if config.gpio.stack_light is not None:
+            light = config.gpio.stack_light
+            self.stack_light = StackLight(pin_factory, light.green, light.amber, light.red, light.buzzer, light.active_high)
+            self._closers.append(self.stack_light.close)
+        self.cameras = {name: _make_camera(name, cam) for name, cam in config.cameras.items()}
+        self.triggers: dict[str, object] = {}
+        self.reject_timers: dict[str, RejectTimer] = {}
+        self.http_actions: list[HttpAction] = []
         self.lines: dict[str, InspectionLine] = {}
         self._inputs: list[tuple[InspectionLine, object]] = []
         for name, line_config in config.lines.items():
@@ -83,6 +118,14 @@ class App:
                 out = line_config.reject_output
                 reject_output = PulseOutput(out.pin, self.pin_factory, active_high=out.active_high)
                 self._closers.append(reject_output.close)
+            reject_timer = self._make_reject_timer(name, line_config, reject_output)
+            publisher = self.outbox
+            if line_config.webhooks:
+                actions = [HttpAction(HttpActionSettings(
+                    hook.url, frozenset(hook.on), hook.timeout_ms / 1000, hook.retries, hook.backoff_ms / 1000,
+                    queue_size=hook.queue_size), name=f"{name}-webhook{i}") for i, hook in enumerate(line_config.webhooks)]
+                self.http_actions.extend(actions)
+                publisher = PublisherWithHttp(self.outbox, actions)
             line = InspectionLine(
                 name=name,
                 device_id=config.device.id,
@@ -94,34 +137,131 @@ class App:
                 ),
                 cascade=cascades.get(name),
                 plc=self.plc,
-                publisher=self.publisher,
+                publisher=publisher,
+                reject_timer=reject_timer,
+                stall_s=line_config.stall_s,
                 reject_output=reject_output,
                 reject_pulse_s=(line_config.reject_output.pulse_ms / 1000) if line_config.reject_output else 0.05,
                 crops=CropSettings(**line_config.crops.model_dump()),
                 queue_size=line_config.queue_size,
-                model_name=f"{line_config.model}:{detectors[name].info.xml.name}",
+                model_name=f"{line_config.model}:{detectors[name].info.path.name}",
             )
             self.lines[name] = line
             self._inputs.append((line, line_config.trigger))
+        if config.control.enabled:
+            self.control = self._make_control(config, {line.model: detectors[name].info
+                                                       for name, line in config.lines.items()})
+        self.heartbeat = Heartbeat(self.plc, self._pipeline_problem, plc_config.heartbeat_ms / 1000,
+                                   on_state=self.stack_light.show if self.stack_light is not None else None)
+
+    def _make_control(self, config: AgentConfig, model_info: dict):
+        """Commands over MQTT: keys, replay store and audit log first (user errors name the file)."""
+        from .control.auth import AuditLog, Authoriser, ReplayStore, load_public_key
+        from .control.commands import CommandServer
+        from .control.live_config import ConfigFile
+
+        control = config.control
+        keys = [load_public_key(path) for path in control.public_keys]
+        state_dir = config.outbox.path.parent  # a config not from load_config has no paths filled in
+        replay = ReplayStore(control.replay_db or state_dir / "commands.db")
+        self._closers.append(replay.close)
+        audit = AuditLog(control.audit_log or state_dir / "audit.log", control.audit_max_bytes)
+        self._closers.append(audit.close)
+        authoriser = Authoriser(config.device.id, keys, replay, require_signature=control.require_signature,
+                                max_validity_s=control.max_validity_s, clock_skew_s=control.clock_skew_s)
+        server = CommandServer(self, self.publisher, authoriser, audit, config,
+                               config_file=ConfigFile(self._config_path) if self._config_path else None,
+                               request_restart=self._request_restart, model_info=model_info)
+        server.listen()  # subscribed from the first connection; handled once start() has run the lines
+        return server
+
+    def _make_reject_timer(self, name: str, line_config, reject_output) -> RejectTimer | None:
+        timing = line_config.reject_timing
+        if timing is None:
+            return None
+        stop_output = None
+        if line_config.stop_line_output is not None:
+            stop_output = LatchOutput(line_config.stop_line_output.pin, self.pin_factory,
+                                      line_config.stop_line_output.active_high)
+            self._closers.append(stop_output.close)
+        travel_s = timing.distance_m / timing.belt_speed_mps if timing.mode == "delay" else 0.0
+        timer = RejectTimer(
+            RejectTiming(mode=timing.mode, travel_s=travel_s or 1.0, encoder_counts=timing.encoder_counts or 1,
+                         decision_margin_s=timing.decision_margin_ms / 1000,
+                         actuator_lead_s=timing.actuator_lead_ms / 1000,
+                         pulse_s=line_config.reject_output.pulse_ms / 1000 if line_config.reject_output else 0.05,
+                         fail_action=timing.fail_action),
+            reject_output, stop_output, encoder=self.plc.read_encoder if timing.mode == "encoder" else None, name=name)
+        self.reject_timers[name] = timer
+        return timer
+
+    def _pipeline_problem(self) -> str | None:
+        for name, line in self.lines.items():
+            problem = line.pipeline_problem()
+            if problem is not None:
+                return f"line {name}: {problem}"
+        return None
 
     def start(self) -> None:
         self._started_at = time.monotonic()
         self.publisher.start()
+        self.outbox.start()
         self.plc.start()
-        for line in self.lines.values():
+        for action in self.http_actions:
+            action.start()
+            self._closers.append(action.close)
+        for camera in self.cameras.values():
+            camera.start()
+            self._closers.append(camera.close)
+        for name, line in self.lines.items():
+            timer = self.reject_timers.get(name)
+            if timer is not None:  # closed after its line: the parts in transit still reach the station
+                timer.start()
+                self._closers.append(timer.close)
             line.start()
             self._closers.append(line.stop)
+        self.heartbeat.start()
+        self._closers.append(self.heartbeat.close)
         # Triggers last: every stage behind them is running before the first part arrives.
         for line, trigger in self._inputs:
-            if trigger.type == "gpio":
-                source = EdgeInput(
-                    trigger.pin, self.pin_factory, line.on_trigger, edge=trigger.edge,
-                    pull_up=trigger.pull_up, debounce_s=trigger.debounce_ms / 1000,
-                )
-            else:
-                source = IntervalTrigger(trigger.period_ms / 1000, lambda t, line=line: line.on_trigger(t, "interval"), line.name)
+            source = self._make_trigger(line, trigger)
+            self.triggers[line.name] = source
             self._closers.append(source.close)
+        if self.control is not None:  # last: commands reach lines that are running
+            self.control.start()
+            self._closers.append(self.control.close)
         log.info("edge-agent %s running: device %s, lines %s", __version__, self.config.device.id, ", ".join(self.lines))
+
+    def _make_trigger(self, line: InspectionLine, trigger):
+        camera = self.cameras[self.config.lines[line.name].camera]
+
+        def fire(source_name: str):
+            def on_fire(t_mono: float, weight_g: float | None = None):
+                camera.expect(t_mono)  # keep the frame that belongs to this trigger for the line
+                line.on_trigger(t_mono, source_name, weight_g)
+            return on_fire
+
+        if trigger.type == "gpio":
+            return EdgeInput(trigger.pin, self.pin_factory, fire("gpio"), edge=trigger.edge,
+                             pull_up=trigger.pull_up, debounce_s=trigger.debounce_ms / 1000)
+        if trigger.type == "motion":
+            settings = MotionSettings(
+                scale_height=trigger.scale_height, threshold=trigger.threshold, min_area=trigger.min_area,
+                lighting_limit=trigger.lighting_limit, background_alpha=trigger.background_alpha,
+                mask=tuple(tuple(polygon) for polygon in trigger.mask),
+            )
+            watched = self.cameras[trigger.camera] if trigger.camera else camera
+            return MotionTrigger(watched, MotionDetector(settings), fire("motion"), cooldown_s=trigger.cooldown_ms / 1000,
+                                 max_fps=trigger.max_fps, quiet_frames=trigger.quiet_frames, name=line.name)
+        if trigger.type == "scale":
+            port = SerialPort(trigger.port, trigger.baudrate, trigger.bytesize, trigger.parity, trigger.stopbits)
+            return ScaleTrigger(
+                port, trigger.protocol, fire("scale"), threshold_g=trigger.threshold_g, direction=trigger.direction,
+                confirm=trigger.confirm_readings, poll_interval_s=trigger.poll_interval_ms / 1000,
+                reply_timeout_s=trigger.reply_timeout_ms / 1000, unstable_after_s=trigger.unstable_after_s,
+                toledo_checksum=trigger.checksum, name=line.name,
+            )
+        return IntervalTrigger(trigger.period_ms / 1000, fire("interval"), line.name)
 
     def stop(self) -> None:
         """Sensors off, in-flight inspections finished, then PLC and broker links closed."""
@@ -142,6 +282,27 @@ class App:
             "uptime_s": round(time.monotonic() - self._started_at, 1) if self._started_at else 0.0,
             "lines": {name: line.health() for name, line in self.lines.items()},
             "cameras": {name: cam.stats() for name, cam in self.cameras.items()},
-            "plc": self.plc.stats(),
+            "triggers": {name: trigger.stats() for name, trigger in self.triggers.items() if hasattr(trigger, "stats")},
+            "plc": {**self.plc.stats(), "heartbeat": self.heartbeat.stats()},
+            **({"http_actions": {a.name: a.stats() for a in self.http_actions}} if self.http_actions else {}),
             "mqtt": self.publisher.stats(),
+            "outbox": self.outbox.stats(),
+            **({"commands": self.control.stats()} if self.control is not None else {}),
         }
+
+
+def _make_camera(name: str, cam):
+    """A camera source for one `cameras.NAME` entry."""
+    if cam.type == "http_snapshot":
+        return HttpSnapshotCamera(name, cam.url, timeout_s=cam.timeout_ms / 1000)
+    if cam.type == "v4l2":
+        opener, describe = v4l2_opener(cam.device, cam.width, cam.height, cam.fps, cam.fourcc), f"V4L2 {cam.device}"
+    elif cam.type == "stream":
+        opener = stream_opener(cam.url, cam.rtsp_transport, cam.open_timeout_ms, cam.read_timeout_ms)
+        describe = cam.url.split("@")[-1]  # never log a password in the URL
+    elif cam.type == "file":
+        opener, describe = file_opener(cam.path, cam.fps, cam.loop), str(cam.path)
+    else:
+        opener, describe = folder_opener(cam.path, cam.fps, cam.loop), str(cam.path)
+    return LiveSource(name, opener, cam.type, grab_timeout_s=cam.timeout_ms / 1000, stall_timeout_s=cam.stall_timeout_s,
+                      backoff=Backoff(max_s=cam.reconnect_max_s), describe=describe)

@@ -1,4 +1,4 @@
-"""`edge-agent` command line: run, check-config, demo."""
+"""`edge-agent` command line: run, check-config, doctor, provision, models, bench, demo."""
 
 from __future__ import annotations
 
@@ -22,13 +22,6 @@ class UserError(Exception):
     """Printed as one line on stderr, exit status 2, no traceback."""
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def _load(path: str):
     try:
         return load_config(path)
@@ -44,36 +37,153 @@ def cmd_check_config(args) -> int:
 
 
 def build_app(config, **kwargs):
-    """Build the App, turning user errors (model, pin) into UserError."""
+    """Build the App, turning user errors (model, pin, outbox path) into UserError."""
     from .app import App
+    from .control.auth import ControlSetupError
+    from .deliver.outbox import OutboxError
     from .gpio import GpioError
     from .infer.engine import ModelLoadError
 
     try:
         return App(config, **kwargs)
-    except (ModelLoadError, GpioError) as exc:
+    except (ModelLoadError, GpioError, OutboxError, ControlSetupError) as exc:
         raise UserError(str(exc)) from None
 
 
+HEALTH_LOG_S = 60.0
+
+
 def cmd_run(args) -> int:
+    """The daemon. Under systemd (Type=notify) it reports READY/WATCHDOG/STATUS/STOPPING through
+    agent.runtime; SIGHUP reloads the config, SIGTERM and SIGINT stop it."""
+    import faulthandler
+    import time
+
+    from .runtime import logging as structured_logs
+    from .runtime.sdnotify import Notifier, watchdog_timeout
+    from .runtime.watchdog import ServiceWatchdog
+
     config = _load(args.config)
-    _setup_logging(args.log_level or config.log_level)
-    app = build_app(config)
-    stop = threading.Event()
+    structured_logs.configure(args.log_level or config.log_level, device_id=config.device.id,
+                              lines=config.lines, fmt=args.log_format)
+    faulthandler.enable()  # the watchdog's SIGABRT writes every thread's stack to the log first
+    notifier = Notifier.from_environment()
+    watchdog = ServiceWatchdog(notifier, watchdog_timeout())
+    wake = threading.Event()
+    received: list[int] = []  # signals, handled by the loop below (not inside the handler)
 
     def _on_signal(signum, _frame):
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        stop.set()
+        received.append(signum)
+        wake.set()
 
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    app.start()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, _on_signal)
+    restart_requested: list[bool] = []
+
+    def _request_restart():  # the restart command: the SIGHUP path, rebuilding even if the file is unchanged
+        restart_requested.append(True)
+        received.append(signal.SIGHUP)
+        wake.set()
+
+    control = {"config_path": Path(args.config), "request_restart": _request_restart}
+    args.control_kwargs = control  # _reload builds with the same
     try:
-        while not stop.wait(60.0):
-            log.info("health %s", app.health())
+        app = build_app(config, **control)
+    except UserError as exc:
+        notifier.status(f"failed: {exc}")
+        raise
+    app.start()
+    watchdog.attach(app)
+    next_health = time.monotonic() + HEALTH_LOG_S
+    try:
+        while True:
+            wake.wait(watchdog.tick_s)
+            wake.clear()
+            stop = [s for s in received if s != signal.SIGHUP]
+            if stop:
+                log.info("received %s: stopping", signal.Signals(stop[0]).name)
+                break
+            if received:
+                received.clear()
+                force = bool(restart_requested)
+                restart_requested.clear()
+                app, config = _reload(args, app, config, watchdog, force=force)
+            watchdog.tick()
+            if time.monotonic() >= next_health:
+                log.info("health %s", app.health())
+                next_health = time.monotonic() + HEALTH_LOG_S
     finally:
+        watchdog.stopping()
         app.stop()
+        notifier.close()
     return 0
+
+
+def _reload(args, app, config, watchdog, force: bool = False):
+    """SIGHUP: re-read and validate the config, then apply it by rebuilding the App.
+
+    The old App is stopped first (the new one needs the same pins, client id and links). A config
+    that does not validate is refused before anything stops; one whose App cannot be built (a
+    missing model, a busy pin) is refused and the old config is started again.
+    """
+    from .runtime import logging as structured_logs
+
+    watchdog.reloading()
+    log.info("SIGHUP: reloading %s", args.config)
+    try:
+        new_config = load_config(args.config)
+    except ConfigError as exc:
+        log.error("reload refused, the running config stays: %s", exc)
+        watchdog.reloaded(refused=str(exc).splitlines()[0])
+        return app, config
+    if new_config == config and not force:
+        log.info("reload: %s is unchanged", args.config)
+        watchdog.reloaded()
+        return app, config
+    app.stop()
+    refused = None
+    try:
+        new_app = build_app(new_config, **getattr(args, "control_kwargs", {}))
+    except UserError as exc:
+        refused = str(exc)
+        log.error("reload refused, starting the previous config again: %s", exc)
+        new_config, new_app = config, build_app(config, **getattr(args, "control_kwargs", {}))
+    new_app.start()
+    structured_logs.configure(args.log_level or new_config.log_level, device_id=new_config.device.id,
+                              lines=new_config.lines, fmt=args.log_format)
+    watchdog.attach(new_app)
+    watchdog.reloaded(refused)
+    if refused is None:
+        log.info("reloaded %s: device %s, lines %s", args.config, new_config.device.id, ", ".join(new_config.lines))
+    return new_app, new_config
+
+
+def cmd_ctl(args) -> int:
+    from .control.ctl import run
+
+    return run(args)
+
+
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    else:  # the table says it all; the components' own warnings would repeat it
+        logging.getLogger().addHandler(logging.NullHandler())
+    checks = doctor.run_checks(args.config, state_dirs=args.state_dir, min_free_mb=args.min_free_mb,
+                               timeout_s=args.timeout)
+    print(doctor.render(args.config, checks))
+    return 0 if all(check.ok is not False for check in checks) else 1
+
+
+def cmd_provision(args) -> int:
+    from . import provision
+
+    try:
+        return provision.run(args)
+    except provision.ProvisionError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _model_error(exc) -> UserError:
@@ -150,7 +260,26 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--config", "-c", required=True, help="the YAML config file")
     run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="overrides the config's log_level")
+    run.add_argument("--log-format", choices=["auto", "journal", "json", "text"], default="auto",
+                     help="auto (default): journald fields under systemd, text on a terminal, else JSON lines")
     run.set_defaults(func=cmd_run)
+
+    doctor = sub.add_parser("doctor", help="check config, models, cameras, PLC, broker, clock and disk; exit 1 on a failure")
+    doctor.add_argument("--config", "-c", default="/etc/edge-agent/config.yaml", help="default: /etc/edge-agent/config.yaml")
+    doctor.add_argument("--state-dir", action="append", type=Path,
+                        help="a directory whose disk needs free space (repeatable; default: /var/lib/edge-agent, "
+                             "/var/cache/edge-agent)")
+    doctor.add_argument("--min-free-mb", type=int, default=500, help="free space each disk needs (default 500)")
+    doctor.add_argument("--timeout", type=float, default=3.0, help="seconds per network check (default 3)")
+    doctor.add_argument("--verbose", "-v", action="store_true", help="also print the components' logs")
+    doctor.set_defaults(func=cmd_doctor)
+
+    from .provision import add_arguments as add_provision_arguments
+
+    provision = sub.add_parser("provision", help="make this box (or --root DIR) an edge device: user, dirs, identity, "
+                                                 "config, unit; idempotent")
+    add_provision_arguments(provision)
+    provision.set_defaults(func=cmd_provision)
 
     check = sub.add_parser("check-config", help="validate a config file and exit (status 2 on errors)")
     check.add_argument("config")
@@ -176,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
                           add_help=False)
     demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="options of the demo (see: edge-agent demo --help)")
     demo.set_defaults(func=cmd_demo)
+
+    from .control.ctl import add_arguments as add_ctl_arguments
+
+    ctl = sub.add_parser("ctl", help="send a command to a device through the broker and print the reply")
+    add_ctl_arguments(ctl)
+    ctl.set_defaults(func=cmd_ctl)
 
     args = parser.parse_args(argv)
     try:

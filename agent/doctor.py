@@ -113,11 +113,15 @@ def _check_camera(name: str, camera_config, timeout_s: float) -> Check:
 
 
 def _check_plc(plc_config, timeout_s: float) -> Check:
-    from .act.plc import ModbusTcpPlc, PlcError
+    from .act.plc import ModbusPlc, PlcError, PlcRegisterMap, RtuLink, TcpLink
 
-    where = f"{plc_config.host}:{plc_config.port}"
+    rtu = plc_config.rtu
+    link = TcpLink(plc_config.host, plc_config.port) if rtu is None else \
+        RtuLink(rtu.port, rtu.baudrate, rtu.bytesize, rtu.parity, rtu.stopbits)
+    where = f"{plc_config.host}:{plc_config.port}" if rtu is None else rtu.port
     try:
-        plc = ModbusTcpPlc(plc_config.host, plc_config.port, device_id=plc_config.device_id, timeout_s=timeout_s)
+        plc = ModbusPlc(link, device_id=plc_config.device_id, timeout_s=timeout_s, clear_on_connect=False,
+                        register_map=PlcRegisterMap(**plc_config.registers.model_dump()))
     except PlcError as exc:
         return Check("plc", False, str(exc))
     with plc:
@@ -125,9 +129,11 @@ def _check_plc(plc_config, timeout_s: float) -> Check:
         while not plc.connected and time.monotonic() < deadline:
             time.sleep(0.05)
         connected, error = plc.connected, plc.stats().get("last_error")
+    kind = "Modbus TCP" if rtu is None else "Modbus RTU"
     if connected:
-        return Check("plc", True, f"Modbus TCP connection to {where}")
-    return Check("plc", False, f"{error or f'no Modbus TCP connection to {where}'}: check the PLC is on and plc.host/plc.port")
+        return Check("plc", True, f"{kind} connection to {where}")
+    settings = "plc.host/plc.port" if rtu is None else "plc.rtu (port, baudrate, parity) and the PLC's unit id"
+    return Check("plc", False, f"{error or f'no {kind} connection to {where}'}: check the PLC is on and {settings}")
 
 
 def _check_broker(config, timeout_s: float) -> Check:

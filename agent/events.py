@@ -19,6 +19,7 @@ class Trigger:
     t_mono: float
     t_wall: float
     source: str  # "gpio", ...
+    weight_g: float | None = None  # the stable weight, when a scale fired the trigger
 
 
 @dataclass(frozen=True, eq=False)

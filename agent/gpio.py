@@ -88,8 +88,67 @@ class EdgeInput:
         self._device.close()
 
 
+_PULSE_GAP_S = 0.005
+
+
 class PulseOutput:
-    """A digital output that emits fixed-length pulses without blocking the caller."""
+    """A digital output that emits fixed-length pulses without blocking the caller.
+
+    Every pulse() is its own pulse: one asked for while another is still out follows it
+    after at least _PULSE_GAP_S, rather than merging into it, so a PLC or counter that
+    counts reject pulses counts every part. The pulses run on a short-lived thread.
+    """
+
+    def __init__(self, pin, factory, active_high: bool = True):
+        try:
+            self._device = DigitalOutputDevice(pin, active_high=active_high, initial_value=False, pin_factory=factory)
+        except (GPIOZeroError, ValueError) as exc:
+            raise GpioError(f"output pin {pin!r}: {exc}") from None
+        self._lock = threading.Lock()
+        self._queued: list[float] = []
+        self._worker: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    def pulse(self, seconds: float) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            if self._worker is not None:
+                self._queued.append(seconds)
+                return
+            self._device.on()  # the edge goes out now, not after a thread start
+            self._worker = threading.Thread(target=self._run_pulses, args=(seconds,), name="pulse-output",
+                                            daemon=True)
+            self._worker.start()
+
+    def _run_pulses(self, seconds: float) -> None:
+        while True:
+            self._closed.wait(seconds)
+            with self._lock:
+                if self._closed.is_set():
+                    self._worker = None
+                    return
+                self._device.off()
+            self._closed.wait(_PULSE_GAP_S)
+            with self._lock:
+                if not self._queued or self._closed.is_set():
+                    self._worker = None
+                    return
+                seconds = self._queued.pop(0)
+                self._device.on()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            self._queued.clear()
+            worker = self._worker
+            self._device.close()  # a closed output is left in its inactive (safe) state
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(1.0)
+
+
+class LatchOutput:
+    """A digital output that stays on until switched off: a stop-line relay, a buzzer."""
 
     def __init__(self, pin, factory, active_high: bool = True):
         try:
@@ -97,8 +156,49 @@ class PulseOutput:
         except (GPIOZeroError, ValueError) as exc:
             raise GpioError(f"output pin {pin!r}: {exc}") from None
 
-    def pulse(self, seconds: float) -> None:
-        self._device.blink(on_time=seconds, off_time=0.0, n=1, background=True)
+    @property
+    def is_on(self) -> bool:
+        return bool(self._device.value)
+
+    def on(self) -> None:
+        self._device.on()
+
+    def off(self) -> None:
+        self._device.off()
 
     def close(self) -> None:
-        self._device.close()  # a closed output is left in its inactive (safe) state
+        self._device.close()
+
+
+class StackLight:
+    """A green/amber/red stack light and an optional buzzer, driven by one state name.
+
+    green: running and healthy; amber: running, degraded (a link down); red: faulted
+    (the buzzer sounds while red); off: stopped. Any lamp may be left out (None).
+    """
+
+    STATES = ("green", "amber", "red", "off")
+
+    def __init__(self, factory, green=None, amber=None, red=None, buzzer=None, active_high: bool = True):
+        self._lamps: dict[str, LatchOutput] = {}
+        try:
+            for colour, pin in (("green", green), ("amber", amber), ("red", red), ("buzzer", buzzer)):
+                if pin is not None:
+                    self._lamps[colour] = LatchOutput(pin, factory, active_high)
+        except GpioError:
+            self.close()
+            raise
+        self.state = "off"
+
+    def show(self, state: str) -> None:
+        if state not in self.STATES:
+            raise ValueError(f"stack light state {state!r} is not one of {self.STATES}")
+        for colour, lamp in self._lamps.items():
+            wanted = (colour == state) or (colour == "buzzer" and state == "red")
+            lamp.on() if wanted else lamp.off()
+        self.state = state
+
+    def close(self) -> None:
+        for lamp in self._lamps.values():
+            lamp.close()
+        self._lamps = {}

@@ -95,3 +95,46 @@ def _sleep_until(t: float) -> None:
     delay = t - time.monotonic()
     if delay > 0:
         time.sleep(delay)
+
+
+@dataclass(frozen=True)
+class Kick:
+    t: float  # monotonic time the gate's arm fired (rising edge of the reject output)
+    part_index: int | None  # the part in front of the gate then; None: it hit an empty belt
+    error_ms: float | None  # t - the part's leading edge reaching the gate
+
+
+class RejectGate:
+    """The reject station's arm, driven by the agent's reject output (a gpiozero MockPin).
+
+    The arm kicks whatever is in front of it while it is out: a part occupies the gate from
+    when its leading edge arrives (t_at_station) for dwell_s (its length / belt speed). A
+    pulse that overlaps no part kicks nothing, and one that overlaps the wrong part kicks that.
+    """
+
+    def __init__(self, pin, belt: BeltSettings, pulse_s: float):
+        self._pin = pin
+        self._belt = belt
+        self._pulse_s = pulse_s
+
+    def fire_times(self) -> list[float]:
+        # MockPin.states holds the time since the previous change; rebuild absolute times from the last one.
+        states = list(self._pin.states)
+        times, t = [], self._pin._last_change
+        for state in reversed(states):
+            times.append(t)
+            t -= state.timestamp
+        times.reverse()
+        return [times[i] for i in range(1, len(states)) if states[i].state and not states[i - 1].state]
+
+    def kicks(self, parts: list[Part]) -> list[Kick]:
+        at_gate = sorted((p.t_at_station, p.index) for p in parts if p.t_at_station is not None)
+        kicks = []
+        for t in self.fire_times():
+            hit = None
+            for t_at, index in at_gate:
+                if t < t_at + self._belt.dwell_s and t + self._pulse_s > t_at:
+                    if hit is None or abs(t - t_at) < abs(t - hit[0]):
+                        hit = (t_at, index)
+            kicks.append(Kick(t, hit[1] if hit else None, (t - hit[0]) * 1000 if hit else None))
+        return kicks

@@ -7,6 +7,7 @@ The agent runs in this process because gpiozero's mock pins live in one process.
 
 from __future__ import annotations
 
+import json
 import socket
 import statistics
 import tempfile
@@ -25,7 +26,16 @@ from .subscriber import MqttRecorder
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "inspection-detector" / "int8"
+
+
+def card_threshold(model: Path = DEFAULT_MODEL, fallback: float = 0.4) -> float:
+    """The operating threshold the model card recommends (card.json beside the IR folders)."""
+    try:
+        return float(json.loads((model.parent / "card.json").read_text())["operating_threshold"])
+    except (OSError, ValueError, KeyError):
+        return fallback
 SENSOR_PIN = 17
+ENCODER_COUNTS_PER_M = 1000
 REJECT_PIN = 27
 DEVICE_ID = "sim-box"
 LINE = "inspect"
@@ -37,14 +47,21 @@ class CellSettings:
     defect_rate: float = 0.35
     belt: BeltSettings = BeltSettings()
     model: Path = DEFAULT_MODEL
-    threshold: float = 0.4
+    threshold: float = field(default_factory=card_threshold)
+    # "delay" or "encoder": the reject fires when the part reaches the station (belt.reject_distance_m
+    # downstream), timed from belt speed or from the SimPlc's encoder register. None: at once.
+    timed_reject: str | None = None
+    control: dict | None = None  # the agent config's `control` section; None: its defaults
 
 
-def agent_config(broker: MosquittoBroker, plc: SimPlc, camera: SimCamera, model: Path, threshold: float) -> dict:
+def agent_config(broker: MosquittoBroker, plc: SimPlc, camera: SimCamera, model: Path, threshold: float,
+                 outbox: Path | None = None, belt: BeltSettings | None = None, timing_mode: str = "delay") -> dict:
+    """outbox: the outbox file; give every run its own (the default is the device's /var/lib path)."""
     return {
         "device": {"id": DEVICE_ID, "site": "simulator"},
         "log_level": "WARNING",
         "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": "edge"},
+        **({"outbox": {"path": str(outbox)}} if outbox is not None else {}),
         "plc": {"host": "127.0.0.1", "port": plc.port, "timeout_ms": 250},
         "gpio": {"pin_factory": "mock"},
         "models": {"defects": {"path": str(model), "device": "CPU"}},
@@ -56,6 +73,10 @@ def agent_config(broker: MosquittoBroker, plc: SimPlc, camera: SimCamera, model:
                 "trigger": {"type": "gpio", "pin": SENSOR_PIN, "edge": "rising", "debounce_ms": 5},
                 "default_threshold": threshold,
                 "reject_output": {"pin": REJECT_PIN, "pulse_ms": 30},
+                **({"reject_timing": {"mode": "delay", "distance_m": belt.reject_distance_m,
+                                      "belt_speed_mps": belt.belt_speed_mps} if timing_mode == "delay" else
+                    {"mode": "encoder", "encoder_counts": round(belt.reject_distance_m * ENCODER_COUNTS_PER_M)}}
+                   if belt is not None else {}),
             }
         },
     }
@@ -168,14 +189,20 @@ class SimulatedCell:
             self.camera = self._start(SimCamera())
             self.pins = MockFactory()
             self.config_path = self.workdir / "agent.yaml"
-            config = agent_config(self.broker, self.plc, self.camera, self.settings.model, self.settings.threshold)
+            config = agent_config(self.broker, self.plc, self.camera, self.settings.model, self.settings.threshold,
+                                  outbox=self.workdir / "outbox.db",
+                                  belt=self.settings.belt if self.settings.timed_reject else None,
+                                  timing_mode=self.settings.timed_reject or "delay")
+            self.plc.set_belt(self.settings.belt.belt_speed_mps, ENCODER_COUNTS_PER_M)
+            if self.settings.control is not None:
+                config["control"] = self.settings.control
             self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
             self.recorder = MqttRecorder(self.broker.host, self.broker.port, f"edge/{DEVICE_ID}/#")
             if self._broker_up:
                 self._start(self.recorder)
             else:
                 self._stack.append(self.recorder.stop)
-            self.app = App(load_config(self.config_path), pin_factory=self.pins)
+            self.app = App(load_config(self.config_path), pin_factory=self.pins, config_path=self.config_path)
             self._stack.append(self.app.stop)
             self.app.start()
             renderer = PartRenderer(seed=self.settings.seed, defect_rate=self.settings.defect_rate)

@@ -1,9 +1,13 @@
-"""A simulated PLC: a real Modbus TCP server on loopback that records inspection results.
+"""A simulated PLC: a real Modbus server (TCP on loopback, or RTU on a serial port / pty)
+that records inspection results, watches the agent's heartbeat and models the belt encoder.
 
 Modelled on pymodbus's own simulator: a SimDevice (register blocks) plus an action
 hook that gives it behaviour. The hook fires when the agent writes the reject coil,
 which is the write that completes a result, and records the result registers as
-they are at that moment. pymodbus types stay inside this module.
+they are at that moment; it also notes every heartbeat change. A watcher task faults
+the line when the heartbeat has not changed for heartbeat_timeout_s, as a PLC program
+would, and an encoder task counts belt travel into the encoder registers.
+pymodbus types stay inside this module.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from pymodbus.server import ModbusTcpServer
+from pymodbus import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 log = logging.getLogger(__name__)
@@ -23,9 +28,12 @@ HOLDING_REGISTER_COUNT = 1000
 COIL_COUNT = 1000
 
 _READ_HOLDING_REGISTERS = 3
+_WRITE_SINGLE_REGISTER = 6
+_WRITE_MULTIPLE_REGISTERS = 16
 _WRITE_SINGLE_COIL = 5
 _WRITE_MULTIPLE_COILS = 15
-_RESULT_REGISTER_COUNT = 4  # inspection id (u32: hi, lo), result code, defect count
+_RESULT_REGISTER_COUNT = 8  # inspection id (u32: hi, lo), result code, defect count, class, valid, trigger id
+_WATCH_TICK_S = 0.005  # a PLC scan: the encoder registers are this fresh
 
 _START_TIMEOUT_S = 5.0
 _STOP_TIMEOUT_S = 5.0
@@ -38,6 +46,16 @@ class PlcResult:
     result_code: int
     defect_count: int
     reject: bool
+    defect_class: int = 0
+    valid: bool = True
+    trigger_id: int = 0
+
+
+@dataclass(frozen=True)
+class HeartbeatFault:
+    t_last_change: float  # monotonic time the heartbeat last changed
+    t_detected: float  # when the watcher faulted the line
+    t_recovered: float | None = None
 
 
 class SimPlc:
@@ -55,10 +73,17 @@ class SimPlc:
         device_id: int = 1,
         inspection_id_addr: int = 100,
         reject_coil_addr: int = 10,
+        heartbeat_addr: int = 108,
+        encoder_addr: int = 110,
+        heartbeat_timeout_s: float = 1.5,
+        serial_port: str | None = None,
+        baudrate: int = 19200,
+        parity: str = "E",
     ) -> None:
+        """serial_port: serve Modbus RTU on that port (e.g. one end of a pty pair) instead of TCP."""
         if not 0 <= inspection_id_addr <= HOLDING_REGISTER_COUNT - _RESULT_REGISTER_COUNT:
             raise ValueError(
-                f"inspection_id_addr={inspection_id_addr} must leave 4 result registers "
+                f"inspection_id_addr={inspection_id_addr} must leave {_RESULT_REGISTER_COUNT} result registers "
                 f"inside holding registers 0..{HOLDING_REGISTER_COUNT - 1}"
             )
         if not 0 <= reject_coil_addr < COIL_COUNT:
@@ -68,6 +93,20 @@ class SimPlc:
         self._device_id = device_id
         self._inspection_id_addr = inspection_id_addr
         self._reject_coil_addr = reject_coil_addr
+        self._heartbeat_addr = heartbeat_addr
+        self._encoder_addr = encoder_addr
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self._serial = (serial_port, baudrate, parity) if serial_port else None
+
+        # The heartbeat watcher: armed by the first heartbeat change, like a PLC program
+        # that only watches a vision system once it has come online.
+        self._heartbeat_value: int | None = None
+        self._heartbeat_changed_at: float | None = None
+        self.heartbeat_faults: list[HeartbeatFault] = []
+        # The belt: encoder counts = travel since start() x counts_per_m.
+        self._belt_speed_mps = 0.0
+        self._counts_per_m = 1000.0
+        self._belt_origin = (time.monotonic(), 0.0)  # (t, travel m) at the last speed change
 
         self._results: list[PlcResult] = []
         self._results_changed = threading.Condition()
@@ -124,6 +163,26 @@ class SimPlc:
     def running(self) -> bool:
         return self._thread is not None
 
+    # -- the line the PLC runs ------------------------------------------------------------
+
+    def set_belt(self, speed_mps: float, counts_per_m: float = 1000.0) -> None:
+        """Run the belt: the encoder registers count travel in counts_per_m units."""
+        now = time.monotonic()
+        self._belt_origin = (now, self.belt_travel_m(now))
+        self._belt_speed_mps = speed_mps
+        self._counts_per_m = counts_per_m
+
+    def belt_travel_m(self, t: float | None = None) -> float:
+        t0, travel0 = self._belt_origin
+        return travel0 + self._belt_speed_mps * ((time.monotonic() if t is None else t) - t0)
+
+    def encoder_count(self, t: float | None = None) -> int:
+        return int(self.belt_travel_m(t) * self._counts_per_m) & 0xFFFF_FFFF
+
+    @property
+    def heartbeat_faulted(self) -> bool:
+        return bool(self.heartbeat_faults) and self.heartbeat_faults[-1].t_recovered is None
+
     # -- what the PLC received ------------------------------------------------------------
 
     def results(self) -> list[PlcResult]:
@@ -177,18 +236,50 @@ class SimPlc:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
-        server = ModbusTcpServer(self._build_device(), address=(self.host, self.port))
+        if self._serial is not None:
+            port, baudrate, parity = self._serial
+            server = ModbusSerialServer(self._build_device(), framer=FramerType.RTU, port=port, baudrate=baudrate,
+                                        parity=parity)
+        else:
+            server = ModbusTcpServer(self._build_device(), address=(self.host, self.port))
         await server.serve_forever(background=True)  # raises if it cannot listen
         self._server = server
-        self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        if self._serial is None:
+            self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         self._listening.set()
+        watcher = asyncio.create_task(self._watch())
         try:
             await self._stop_requested.wait()
         finally:
+            watcher.cancel()
             await server.shutdown()  # also closes the open client connections
             await asyncio.sleep(0)  # let the transports run their close callbacks
             self._server = None
             self._loop = None
+
+    async def _watch(self) -> None:
+        """Every tick: the encoder registers from belt travel, and the heartbeat watchdog."""
+        assert self._server is not None
+        while True:
+            count = self.encoder_count()
+            await self._server.async_setValues(self._device_id, _WRITE_MULTIPLE_REGISTERS, self._encoder_addr,
+                                               [count >> 16, count & 0xFFFF])
+            now = time.monotonic()
+            changed = self._heartbeat_changed_at
+            if changed is not None and now - changed > self.heartbeat_timeout_s and not self.heartbeat_faulted:
+                self.heartbeat_faults.append(HeartbeatFault(changed, now))
+                log.warning("SimPlc: heartbeat stale for %.2f s: line faulted", now - changed)
+            await asyncio.sleep(_WATCH_TICK_S)
+
+    def _heartbeat_seen(self, value: int) -> None:
+        if value == self._heartbeat_value:
+            return
+        now = time.monotonic()
+        self._heartbeat_value = value
+        self._heartbeat_changed_at = now
+        if self.heartbeat_faulted:
+            last = self.heartbeat_faults[-1]
+            self.heartbeat_faults[-1] = HeartbeatFault(last.t_last_change, last.t_detected, now)
 
     async def _on_access(
         self,
@@ -200,6 +291,11 @@ class SimPlc:
         set_values: list[int] | list[bool] | None,
     ) -> None:
         """pymodbus SimDevice action: runs on every access, before a write is applied."""
+        if function_code in (_WRITE_SINGLE_REGISTER, _WRITE_MULTIPLE_REGISTERS) and set_values is not None:
+            offset = self._heartbeat_addr - address
+            if 0 <= offset < len(set_values):
+                self._heartbeat_seen(int(set_values[offset]))
+            return None
         if function_code not in (_WRITE_SINGLE_COIL, _WRITE_MULTIPLE_COILS) or set_values is None:
             return None
         bit = self._reject_coil_addr - address
@@ -207,7 +303,7 @@ class SimPlc:
             return None
         arrived = time.monotonic()
         assert self._server is not None
-        id_hi, id_lo, result_code, defect_count = await self._server.async_getValues(
+        id_hi, id_lo, result_code, defect_count, defect_class, valid, trig_hi, trig_lo = await self._server.async_getValues(
             self._device_id, _READ_HOLDING_REGISTERS, self._inspection_id_addr, _RESULT_REGISTER_COUNT
         )
         result = PlcResult(
@@ -216,6 +312,9 @@ class SimPlc:
             result_code=int(result_code),
             defect_count=int(defect_count),
             reject=bool(set_values[bit]),
+            defect_class=int(defect_class),
+            valid=bool(valid),
+            trigger_id=(int(trig_hi) << 16) | int(trig_lo),
         )
         with self._results_changed:
             self._results.append(result)

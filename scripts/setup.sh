@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)  # serves the camera streams in the tests
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)  # the Modbus RTU test runs over a socat pty pair
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # checks the service unit (tests, CI)
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12)' 2>/dev/null; then

@@ -109,3 +109,18 @@ def test_run_with_bad_config_exits_2(tmp_path):
     assert result.returncode == 2
     assert "plc.port: input should be less than or equal to 65535" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_plc_handshake_timed_reject_and_webhook_config():
+    from agent.config.schema import PlcConfig, RejectTimingConfig, WebhookConfig
+    from pydantic import ValidationError
+
+    assert PlcConfig(rtu={"port": "/dev/ttyUSB0"}).rtu.parity == "E"
+    with pytest.raises(ValidationError, match="either host"):
+        PlcConfig(host="10.0.0.5", rtu={"port": "/dev/ttyUSB0"})
+    assert PlcConfig(host="10.0.0.5").registers.heartbeat == 108
+    with pytest.raises(ValidationError, match="distance_m and belt_speed_mps"):
+        RejectTimingConfig(mode="delay", distance_m=0.3)
+    with pytest.raises(ValidationError, match="encoder_counts"):
+        RejectTimingConfig(mode="encoder")
+    assert WebhookConfig(url="http://pos.local/api").on == ["pass", "reject", "no_read"]

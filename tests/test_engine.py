@@ -32,7 +32,7 @@ def detector():
 
 def _save(model: ov.Model, folder: Path, name: str, metadata: str | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, str(folder / f"{name}.xml"))
+    ov.save_model(model, str(folder / f"{name}.xml"), compress_to_fp16=False)
     if metadata:
         (folder / "metadata.yaml").write_text(metadata)
     return folder

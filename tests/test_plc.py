@@ -84,6 +84,7 @@ def test_write_result_round_trip(sim_plc: SimPlc, make_plc) -> None:
         result_code=3,
         defect_count=0xFFFF,  # saturates rather than wrapping
         reject=False,
+        trigger_id=0xFFFF_FFFF,
     )
     assert sim_plc.read_holding(100, 4) == [0xFFFF, 0xFFFF, 3, 0xFFFF]
 
@@ -92,6 +93,7 @@ def test_write_result_round_trip(sim_plc: SimPlc, make_plc) -> None:
     assert (stats["writes_ok"], stats["writes_failed"], stats["reconnects"]) == (3, 0, 0)
     assert stats["last_error"] is None
     assert 0 < stats["last_write_ms"] < 1000 * TIMEOUT_S
+    assert stats["verify_failures"] == 0 and stats["write_ms_p50"] is not None
 
 
 def test_write_result_is_thread_safe(sim_plc: SimPlc, make_plc) -> None:
@@ -168,23 +170,27 @@ def test_outage_is_logged_once_not_per_retry(stopped_sim_plc: SimPlc, make_plc, 
 
 
 def test_plc_that_never_answers_costs_at_most_the_timeout(make_plc) -> None:
-    # A listening socket nobody accepts from: TCP connects, Modbus never replies.
+    # A listening socket nobody accepts from: TCP connects, Modbus never replies. The
+    # connect-time clear of result-valid finds that out, so the link never counts as up.
     with socket.socket() as hung_plc:
         hung_plc.bind(("127.0.0.1", 0))
         hung_plc.listen()
         plc = make_plc(hung_plc.getsockname()[1])
+        started = time.monotonic()
         plc.start()
-        assert plc.connected
+        assert time.monotonic() - started < TIMEOUT_S + 0.5
+        assert not plc.connected
 
         started = time.monotonic()
         assert plc.write_result(1, ResultCode.PASS, 0, reject=False) is False
-        assert time.monotonic() - started < TIMEOUT_S + 0.5
-        assert not plc.connected
+        assert time.monotonic() - started < 0.05
+        assert "unreachable" in plc.stats()["last_error"]
         plc.close()
 
 
 def test_plc_exception_response_is_not_a_link_failure(sim_plc: SimPlc, make_plc) -> None:
-    outside_sim_registers = PlcRegisterMap(inspection_id=5000, result_code=5002, defect_count=5003)
+    outside_sim_registers = PlcRegisterMap(inspection_id=5000, result_code=5002, defect_count=5003,
+                                           defect_class=5004, result_valid=5005, trigger_id=5006)
     plc = make_plc(sim_plc.port, register_map=outside_sim_registers)
     plc.start()
 

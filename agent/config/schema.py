@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FilePath, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, FilePath, field_validator, model_validator
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # safe inside MQTT topics and file names
 
@@ -20,10 +21,34 @@ class DeviceConfig(Strict):
     site: str = ""
 
 
+CREDENTIAL_PREFIX = "credential:"
+CREDSTORE = "/etc/credstore"  # where systemd's LoadCredential=NAME finds a credential on disk
+
+
+def _credential_path(value):
+    """`credential:NAME`: the file systemd passed in with LoadCredential= ($CREDENTIALS_DIRECTORY/NAME);
+    outside the service (doctor, check-config), the same file in the credential store."""
+    if not (isinstance(value, str) and value.startswith(CREDENTIAL_PREFIX)):
+        return value
+    name = value[len(CREDENTIAL_PREFIX):]
+    if not name or "/" in name or name in (".", ".."):
+        raise ValueError(f"{value!r}: expected credential:NAME, a file name without '/'")
+    path = Path(os.environ.get("CREDENTIALS_DIRECTORY") or CREDSTORE) / name
+    if not path.is_file():
+        raise ValueError(f"credential {name}: {path} is not a file, or not readable by this user "
+                         "(`edge-agent provision` installs it; check as root: sudo edge-agent doctor)")
+    return str(path)
+
+
+CredentialFile = Annotated[FilePath, BeforeValidator(_credential_path)]
+
+
 class MqttTls(Strict):
-    ca: FilePath
-    cert: FilePath | None = None
-    key: FilePath | None = None
+    """Paths, or `credential:NAME` for a file passed in by systemd (LoadCredential=)."""
+
+    ca: CredentialFile
+    cert: CredentialFile | None = None
+    key: CredentialFile | None = None
 
 
 class MqttConfig(Strict):
@@ -37,24 +62,66 @@ class MqttConfig(Strict):
     tls: MqttTls | None = None
 
 
+class OutboxConfig(Strict):
+    """The durable store-and-forward queue between the lines and the broker (SQLite)."""
+
+    path: Path = Path("/var/lib/edge-agent/outbox.db")
+    max_bytes: int = Field(2 * 1024**3, ge=65536, description="Stored bytes; the oldest crops go first when full.")
+    max_age_h: float = Field(72.0, gt=0, le=24 * 365)
+    # Backlog messages per second after an outage; live messages always go first. 0: no limit.
+    drain_rate_per_s: float = Field(200.0, ge=0)
+    inflight_window: int = Field(64, ge=1, le=10000)
+    # MQTT message expiry, counted from when the message was stored. None: no expiry.
+    message_expiry_s: int | None = Field(72 * 3600, ge=1, le=0xFFFFFFFF)
+    stats_interval_s: float = Field(60.0, ge=1, le=86400)
+
+
 class GpioConfig(Strict):
     # None: gpiozero's own choice (GPIOZERO_PIN_FACTORY, then its default for the board).
     pin_factory: Literal["lgpio", "rpigpio", "pigpio", "native", "mock"] | None = None
+    stack_light: StackLightConfig | None = None  # green healthy, amber a link down, red faulted (+ buzzer)
 
 
 class PlcRegisters(Strict):
-    inspection_id: int = Field(100, ge=0, le=65534)  # two registers, high word first
+    """0-based Modbus addresses; the result block is inspection_id .. inspection_id + 7 (README: PLC handshake)."""
+
+    inspection_id: int = Field(100, ge=0, le=65528)  # two registers, high word first
     result_code: int = Field(102, ge=0, le=65535)
     defect_count: int = Field(103, ge=0, le=65535)
+    defect_class: int = Field(104, ge=0, le=65535)
+    result_valid: int = Field(105, ge=0, le=65535)
+    trigger_id: int = Field(106, ge=0, le=65534)  # two registers
+    heartbeat: int = Field(108, ge=0, le=65535)
+    online: int = Field(109, ge=0, le=65535)
+    encoder: int = Field(110, ge=0, le=65534)  # two registers, written by the PLC
     reject_coil: int = Field(10, ge=0, le=65535)
 
 
+class PlcRtu(Strict):
+    """Modbus RTU on a serial port instead of TCP."""
+
+    port: str = Field(min_length=1)  # /dev/ttyUSB0, /dev/serial/by-id/...
+    baudrate: int = Field(19200, ge=300, le=921600)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "E"
+    stopbits: Literal[1, 2] = 1
+
+
 class PlcConfig(Strict):
-    host: str
+    host: str = ""  # Modbus TCP; leave empty and set rtu for a serial PLC
     port: int = Field(502, ge=1, le=65535)
+    rtu: PlcRtu | None = None
     device_id: int = Field(1, ge=0, le=247)
     timeout_ms: int = Field(250, ge=10, le=5000)
+    verify_writes: bool = True  # read every write back
+    heartbeat_ms: int = Field(500, ge=50, le=60000)
     registers: PlcRegisters = PlcRegisters()
+
+    @model_validator(mode="after")
+    def _one_link(self):
+        if bool(self.host) == (self.rtu is not None):
+            raise ValueError("set either host (Modbus TCP) or rtu (Modbus RTU on a serial port), not both or neither")
+        return self
 
 
 class ModelConfig(Strict):
@@ -70,7 +137,65 @@ class HttpSnapshotCamera(Strict):
     timeout_ms: int = Field(500, ge=10, le=10000)
 
 
-CameraConfig = Annotated[Union[HttpSnapshotCamera], Field(discriminator="type")]
+def _absolute(path: Path) -> Path:
+    if not path.is_absolute():
+        raise ValueError(f"{path}: use an absolute path")
+    return path
+
+
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
+
+
+class LiveCamera(Strict):
+    """Read continuously by its own thread; only the newest frame is kept."""
+
+    timeout_ms: int = Field(1000, ge=10, le=60000)  # a triggered capture waits this long for its frame
+    stall_timeout_s: float = Field(3.0, gt=0, le=300)  # no frame for this long: offline, and reconnect
+    reconnect_max_s: float = Field(8.0, ge=0.1, le=600)  # the longest wait between reconnect attempts
+
+
+class V4l2Camera(LiveCamera):
+    """A USB (UVC) or other V4L2 camera."""
+
+    type: Literal["v4l2"]
+    device: Union[Annotated[int, Field(ge=0, le=255)], Annotated[str, Field(pattern=r"^/dev/")]]
+    width: int | None = Field(None, ge=16, le=16384)
+    height: int | None = Field(None, ge=16, le=16384)
+    fps: float | None = Field(None, gt=0, le=1000)
+    fourcc: str | None = Field(None, pattern=r"^[A-Z0-9 ]{4}$")  # MJPG, YUYV, ...
+
+
+class StreamCamera(LiveCamera):
+    """RTSP, RTMP, HTTP, UDP, TCP or SRT, through OpenCV's FFmpeg backend."""
+
+    type: Literal["stream"]
+    url: str = Field(pattern=r"^(rtsps?|rtmps?|https?|udp|tcp|srt)://")
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    open_timeout_ms: int = Field(5000, ge=100, le=60000)
+    read_timeout_ms: int = Field(3000, ge=100, le=60000)
+
+
+class FileCamera(LiveCamera):
+    """A video file played in real time, as if it were a camera."""
+
+    type: Literal["file"]
+    path: AbsolutePath
+    fps: float | None = Field(None, gt=0, le=1000)  # None: the file's own frame rate
+    loop: bool = True
+
+
+class FolderCamera(LiveCamera):
+    """The images of a folder in name order, one every 1/fps seconds."""
+
+    type: Literal["folder"]
+    path: AbsolutePath
+    fps: float = Field(1.0, gt=0, le=1000)
+    loop: bool = True
+
+
+CameraConfig = Annotated[
+    Union[HttpSnapshotCamera, V4l2Camera, StreamCamera, FileCamera, FolderCamera], Field(discriminator="type")
+]
 
 
 _PIN_NAME = re.compile(r"^(GPIO|BCM|BOARD|WPI)\d+$|^J\d+:\d+$")
@@ -110,12 +235,105 @@ class IntervalTriggerConfig(Strict):
     period_ms: float = Field(ge=10, le=86_400_000)
 
 
-TriggerConfig = Annotated[Union[GpioTrigger, IntervalTriggerConfig], Field(discriminator="type")]
+class MotionTriggerConfig(Strict):
+    """Fires when something moves in front of the camera (frame differencing)."""
+
+    type: Literal["motion"]
+    camera: str | None = None  # None: the line's own camera
+    threshold: int = Field(25, ge=1, le=255)  # sensitivity: the grey-level change that counts
+    min_area: float = Field(0.01, gt=0, lt=1)  # fraction of the unmasked picture that must change
+    lighting_limit: float = Field(0.8, gt=0, le=1)  # a bigger change is lighting, not motion
+    scale_height: int = Field(120, ge=16, le=2160)
+    background_alpha: float = Field(0.05, gt=0, le=1)
+    cooldown_ms: float = Field(1000, ge=0, le=3_600_000)
+    quiet_frames: int = Field(2, ge=1, le=1000)  # still frames before new motion counts as a new start
+    max_fps: float | None = Field(None, gt=0, le=240)  # None: every frame the camera delivers
+    mask: list[list[tuple[float, float]]] = []  # polygons [[x, y], ...] in frame pixels: ignored
+
+    @field_validator("mask")
+    @classmethod
+    def _polygons(cls, value):
+        for polygon in value:
+            if len(polygon) < 3:
+                raise ValueError("each mask polygon needs at least 3 points [x, y]")
+        return value
+
+
+class ScaleTriggerConfig(Strict):
+    """A serial scale: fires when the weight settles at a value changed by over threshold_g."""
+
+    type: Literal["scale"]
+    port: str = Field(min_length=1)  # /dev/ttyUSB0, /dev/serial/by-id/..., or socket://host:port
+    protocol: Literal["mtsics", "toledo"]
+    baudrate: int = Field(9600, ge=300, le=921600)
+    bytesize: Literal[7, 8] = 8
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    threshold_g: float = Field(5.0, gt=0)
+    direction: Literal["increase", "decrease", "any"] = "increase"
+    confirm_readings: int = Field(2, ge=1, le=50)  # consecutive stable readings that must agree
+    poll_interval_ms: float = Field(100, ge=10, le=10000)  # MT-SICS: how often SI is sent
+    reply_timeout_ms: float = Field(500, ge=10, le=10000)
+    unstable_after_s: float = Field(10.0, gt=0, le=3600)  # moving longer than this is a fault
+    checksum: bool = True  # Toledo: frames end with a checksum byte
+
+
+TriggerConfig = Annotated[
+    Union[GpioTrigger, IntervalTriggerConfig, MotionTriggerConfig, ScaleTriggerConfig], Field(discriminator="type")
+]
 
 
 class RejectOutput(Strict):
     pin: PinId
     pulse_ms: float = Field(50.0, gt=0, le=10000)
+    active_high: bool = True
+
+
+class OutputPin(Strict):
+    pin: PinId
+    active_high: bool = True
+
+
+class RejectTimingConfig(Strict):
+    """The reject station is downstream of the camera: fire when the part gets there.
+
+    delay: travel time = distance_m / belt_speed_mps. encoder: encoder_counts after the
+    count (PLC encoder register) at the part's sensor edge.
+    """
+
+    mode: Literal["delay", "encoder"] = "delay"
+    distance_m: float | None = Field(None, gt=0, le=100)
+    belt_speed_mps: float | None = Field(None, gt=0, le=20)
+    encoder_counts: int | None = Field(None, gt=0)
+    decision_margin_ms: float = Field(20, ge=0, le=10000)  # a result later than arrival - margin is late
+    actuator_lead_ms: float = Field(0, ge=0, le=10000)  # fire early by the valve/arm's own delay
+    fail_action: Literal["reject", "stop_line"] = "reject"  # for a part without a timely PASS
+
+    @model_validator(mode="after")
+    def _mode_fields(self):
+        if self.mode == "delay" and (self.distance_m is None or self.belt_speed_mps is None):
+            raise ValueError("mode delay needs distance_m and belt_speed_mps")
+        if self.mode == "encoder" and self.encoder_counts is None:
+            raise ValueError("mode encoder needs encoder_counts (counts from camera to reject station)")
+        return self
+
+
+class WebhookConfig(Strict):
+    """POST each event (JSON, Idempotency-Key: event_id) to a POS or webhook."""
+
+    url: str = Field(pattern=r"^https?://")
+    on: list[Literal["pass", "reject", "no_read"]] = ["pass", "reject", "no_read"]
+    timeout_ms: int = Field(2000, ge=10, le=60000)
+    retries: int = Field(5, ge=0, le=100)
+    backoff_ms: int = Field(500, ge=10, le=600000)
+    queue_size: int = Field(1000, ge=1, le=100000)
+
+
+class StackLightConfig(Strict):
+    green: PinId | None = None
+    amber: PinId | None = None
+    red: PinId | None = None
+    buzzer: PinId | None = None
     active_high: bool = True
 
 
@@ -139,6 +357,10 @@ class InspectionLine(Strict):
     thresholds: dict[str, float] = {}
     default_threshold: float = Field(0.4, gt=0, lt=1)
     reject_output: RejectOutput | None = None
+    reject_timing: RejectTimingConfig | None = None  # None: the reject fires as soon as the result is known
+    stop_line_output: OutputPin | None = None  # latched on by reject_timing.fail_action stop_line
+    webhooks: list[WebhookConfig] = []
+    stall_s: float = Field(2.0, gt=0, le=3600)  # a part waiting this long for a result stops the heartbeat
     crops: CropConfig = CropConfig()
     queue_size: int = Field(64, ge=1, le=10000)
 
@@ -151,17 +373,36 @@ class InspectionLine(Strict):
         return value
 
 
+class ControlConfig(Strict):
+    """Commands over MQTT on {prefix}/{device}/cmd/... (see README "Commands")."""
+
+    enabled: bool = True
+    # Provisioned devices set this: every command must carry an Ed25519 signature by one of public_keys.
+    require_signature: bool = False
+    public_keys: list[Path] = []  # PEM or raw base64 Ed25519 public keys of the operators
+    max_validity_s: float = Field(300.0, gt=0, le=7 * 86400)  # longest expires_at - issued_at accepted
+    clock_skew_s: float = Field(30.0, ge=0, le=3600)  # issued_at may be this far in our future
+    # None: beside the outbox file (the device's state directory).
+    replay_db: Path | None = None  # seen cmd_ids, kept for their validity
+    audit_log: Path | None = None  # one JSON line per command
+    audit_max_bytes: int = Field(10 * 1024**2, ge=4096)  # then rotated to audit.log.1
+    max_payload_bytes: int = Field(65536, ge=256, le=16 * 1024**2)
+    queue_size: int = Field(64, ge=1, le=10000)  # commands waiting for the handler; more are refused "busy"
+
+
 class AgentConfig(Strict):
     device: DeviceConfig
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # Compiled-model cache (OpenVINO CACHE_DIR): restarts skip recompiling. None: no cache.
     model_cache_dir: Path | None = None
     mqtt: MqttConfig
+    outbox: OutboxConfig = OutboxConfig()
     plc: PlcConfig
     gpio: GpioConfig = GpioConfig()
     models: dict[str, ModelConfig]
     cameras: dict[str, CameraConfig]
     lines: dict[str, InspectionLine]
+    control: ControlConfig = ControlConfig()
 
     @field_validator("models", "cameras", "lines")
     @classmethod
@@ -178,7 +419,13 @@ class AgentConfig(Strict):
             issues.append((("mqtt", "password"), "a password needs a username"))
         if not self.lines:
             issues.append((("lines",), "at least one line is needed"))
+        if self.control.enabled and self.control.require_signature and not self.control.public_keys:
+            issues.append((("control", "public_keys"), "require_signature needs at least one public key file"))
         for name, line in self.lines.items():
+            motion_camera = getattr(line.trigger, "camera", None)
+            if line.trigger.type == "motion" and motion_camera is not None and motion_camera not in self.cameras:
+                known = ", ".join(self.cameras) or "none"
+                issues.append((("lines", name, "trigger", "camera"), f"no camera named {motion_camera!r} (cameras: {known})"))
             if line.camera not in self.cameras:
                 known = ", ".join(self.cameras) or "none"
                 issues.append((("lines", name, "camera"), f"no camera named {line.camera!r} (cameras: {known})"))
@@ -187,6 +434,9 @@ class AgentConfig(Strict):
                 if ref is not None and ref not in self.models:
                     known = ", ".join(self.models) or "none"
                     issues.append((("lines", name, key), f"no model named {ref!r} (models: {known})"))
+            timing = line.reject_timing
+            if timing is not None and timing.fail_action == "stop_line" and line.stop_line_output is None:
+                issues.append((("lines", name, "stop_line_output"), "fail_action stop_line needs a stop_line_output pin"))
             if line.reject_severities is not None and line.severity_model is None:
                 issues.append((("lines", name, "reject_severities"), "needs a severity_model to grade defects"))
         return issues

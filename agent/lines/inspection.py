@@ -30,12 +30,22 @@ from ..postprocess.inspection_rule import DefectRule
 log = logging.getLogger(__name__)
 
 _STOP = object()
+
+
+class _WarmUp:
+    """A capture request with no part behind it: one frame through the detector, no result."""
+
+    t_mono = None  # no trigger time: the camera's next frame
+
+
+_WARM_UP = _WarmUp()
+STAGES = ("capture", "inspect", "deliver")
 _RESULT_CODES = {Outcome.PASS: ResultCode.PASS, Outcome.REJECT: ResultCode.REJECT, Outcome.NO_READ: ResultCode.NO_READ}
 EVENT_SCHEMA = 1
 
 
 class Camera(Protocol):
-    def grab(self) -> Frame | None: ...
+    def grab(self, after: float | None = None) -> Frame | None: ...
 
 
 class DetectorLike(Protocol):
@@ -45,7 +55,8 @@ class DetectorLike(Protocol):
 
 
 class Plc(Protocol):
-    def write_result(self, inspection_id: int, result_code: ResultCode, defect_count: int, reject: bool) -> bool: ...
+    def write_result(self, inspection_id: int, result_code: ResultCode, defect_count: int, reject: bool,
+                     defect_class: int = 0, trigger_id: int | None = None) -> bool: ...
 
 
 class Publisher(Protocol):
@@ -82,7 +93,12 @@ class InspectionLine:
         queue_size: int = 64,
         model_name: str = "",
         cascade=None,
+        reject_timer=None,
+        stall_s: float = 2.0,
     ):
+        """reject_timer: an agent.act.reject_timing.RejectTimer; the reject then fires when the part
+        reaches the station, and only a timely PASS passes. None: pulse at once (station at the camera).
+        stall_s: a part waiting this long for its result, or a stage busy this long, is unhealthy."""
         self.name = name
         self.device_id = device_id
         self._camera = camera
@@ -93,6 +109,9 @@ class InspectionLine:
         self._publisher = publisher
         self._reject_output = reject_output
         self._reject_pulse_s = reject_pulse_s
+        self._reject_timer = reject_timer
+        self._stall_s = stall_s
+        self._last_progress = time.monotonic()  # last result, or the trigger that ended an idle spell
         self._crops = crops
         self._model_name = model_name
         self._seq = 0
@@ -101,10 +120,17 @@ class InspectionLine:
         self._inspect_q: queue.Queue = queue.Queue(queue_size)
         self._deliver_q: queue.Queue = queue.Queue(queue_size * 4)
         self._accepting = False
+        # Paused by a command: triggers are counted and ignored (no capture, no result, no actuation).
+        self.paused = False
+        self.triggers_while_paused = 0
         self._threads: list[threading.Thread] = []
+        # Per stage: when it took the item it is working on; None while it waits for work.
+        self._busy_since: dict[str, float | None] = dict.fromkeys(STAGES)
+        self.first_frame_at: float | None = None  # when the detector first ran on a frame (monotonic)
+        self.warm_up_error: str | None = None
         self.counters = dict.fromkeys(
             ("triggers", "triggers_dropped", "inspections", "passed", "rejected", "no_reads",
-             "inference_errors", "plc_write_failures", "events_dropped"),
+             "inference_errors", "plc_write_failures", "events_dropped", "late_results"),
             0,
         )
 
@@ -133,16 +159,24 @@ class InspectionLine:
         return not alive
 
     # -- ingest ----------------------------------------------------------------------
-    def on_trigger(self, t_mono: float | None = None, source: str = "gpio") -> Trigger | None:
+    def on_trigger(self, t_mono: float | None = None, source: str = "gpio", weight_g: float | None = None) -> Trigger | None:
         """Called from the sensor's callback thread: must return at once."""
         if not self._accepting:
+            return None
+        if self.paused:
+            self.triggers_while_paused += 1
             return None
         with self._seq_lock:
             self._seq += 1
             seq = self._seq
         t_mono = time.monotonic() if t_mono is None else t_mono
-        trigger = Trigger(line=self.name, seq=seq, t_mono=t_mono, t_wall=time.time() - (time.monotonic() - t_mono), source=source)
+        trigger = Trigger(line=self.name, seq=seq, t_mono=t_mono, t_wall=time.time() - (time.monotonic() - t_mono),
+                          source=source, weight_g=weight_g)
+        if self._in_flight() == 0:
+            self._last_progress = time.monotonic()
         self.counters["triggers"] += 1
+        if self._reject_timer is not None:  # dropped or not, the part is on its way to the station
+            self._reject_timer.part_entered(seq, t_mono)
         try:
             self._capture_q.put_nowait(trigger)
         except queue.Full:
@@ -153,21 +187,28 @@ class InspectionLine:
 
     def _capture_loop(self) -> None:
         while True:
+            self._busy_since["capture"] = None
             trigger = self._capture_q.get()
+            self._busy_since["capture"] = time.monotonic()
             if trigger is _STOP:
                 self._inspect_q.put(_STOP)
                 return
-            frame = self._camera.grab()
+            frame = self._camera.grab(after=trigger.t_mono)  # the frame reserved at the trigger
             self._inspect_q.put((trigger, frame, time.monotonic()))
 
     # -- inspect and act -------------------------------------------------------------
     def _inspect_loop(self) -> None:
         while True:
+            self._busy_since["inspect"] = None
             item = self._inspect_q.get()
+            self._busy_since["inspect"] = time.monotonic()
             if item is _STOP:
                 self._deliver_q.put(_STOP)
                 return
             trigger, frame, t_captured = item
+            if trigger is _WARM_UP:
+                self._warm_up(frame)
+                continue
             try:
                 inspection = self._inspect(trigger, frame, t_captured)
             except Exception:  # a bug of ours must not stop the line; the part fails safe
@@ -187,6 +228,8 @@ class InspectionLine:
             try:
                 detections = self._detector.detect(frame.image, self.rule.lowest_threshold)
                 timings["infer"] = self._detector.last_infer_ms
+                if self.first_frame_at is None:
+                    self.first_frame_at = time.monotonic()
                 if self._cascade is not None and detections:
                     detections = self._cascade.classify(frame.image, detections)
                     timings["classify"] = self._cascade.classifier.last_infer_ms
@@ -207,24 +250,36 @@ class InspectionLine:
     def _act(self, inspection: Inspection) -> None:
         verdict, trigger = inspection.verdict, inspection.trigger
         reject = verdict.outcome.rejects
+        code = _RESULT_CODES[verdict.outcome]
         start = time.monotonic()
-        if reject and self._reject_output is not None:
+        if self._reject_timer is not None:
+            if not self._reject_timer.result(trigger.seq, passed=not reject):
+                # Too late to decide the part: it is rejected by policy, and the PLC is told so.
+                reject, code = True, ResultCode.LATE
+                self.counters["late_results"] += 1
+        elif reject and self._reject_output is not None:
             self._reject_output.pulse(self._reject_pulse_s)
         if self._plc is not None:
-            written = self._plc.write_result(trigger.seq, _RESULT_CODES[verdict.outcome], len(verdict.defects), reject)
+            defect_class = 1 + verdict.defects[0].class_id if verdict.defects else 0
+            written = self._plc.write_result(trigger.seq, code, len(verdict.defects), reject,
+                                             defect_class=defect_class, trigger_id=self._seq)
             if not written:
                 self.counters["plc_write_failures"] += 1
         inspection.timings_ms["act"] = (time.monotonic() - start) * 1000
+        self._last_progress = time.monotonic()
         self.counters["inspections"] += 1
         key = {Outcome.PASS: "passed", Outcome.REJECT: "rejected", Outcome.NO_READ: "no_reads"}[verdict.outcome]
         self.counters[key] += 1
         if verdict.outcome is Outcome.NO_READ:
-            log.warning("line %s: inspection %d is a no read (%s): rejected", self.name, trigger.seq, verdict.reason)
+            log.warning("line %s: inspection %d is a no read (%s): rejected", self.name, trigger.seq, verdict.reason,
+                        extra={"line": self.name, "event_id": inspection.event_id})
 
     # -- deliver ---------------------------------------------------------------------
     def _deliver_loop(self) -> None:
         while True:
+            self._busy_since["deliver"] = None
             inspection = self._deliver_q.get()
+            self._busy_since["deliver"] = time.monotonic()
             if inspection is _STOP:
                 return
             if self._publisher is None:
@@ -232,7 +287,8 @@ class InspectionLine:
             try:
                 self._deliver(inspection)
             except Exception:
-                log.exception("line %s: delivering event %s failed", self.name, inspection.event_id)
+                log.exception("line %s: delivering event %s failed", self.name, inspection.event_id,
+                              extra={"line": self.name, "event_id": inspection.event_id})
 
     def _deliver(self, inspection: Inspection) -> None:
         event = self.event_payload(inspection)
@@ -263,7 +319,7 @@ class InspectionLine:
             "line": self.name,
             "inspection_id": trigger.seq,
             "ts": round(trigger.t_wall, 3),
-            "trigger": {"source": trigger.source, "seq": trigger.seq},
+            "trigger": {"source": trigger.source, "seq": trigger.seq, "weight_g": trigger.weight_g},
             "result": verdict.outcome.value,
             "reason": verdict.reason,
             "defects": [self._defect_payload(i, d) for i, d in enumerate(verdict.defects)],
@@ -280,9 +336,81 @@ class InspectionLine:
             payload["severity"], payload["severity_score"] = defect.classification[0], round(defect.classification[1], 4)
         return payload
 
+    # -- readiness and liveness (read by agent.runtime.watchdog) ----------------------
+    def request_warm_up(self) -> bool:
+        """Queue one frame through capture and detect with no part behind it (no result, no event).
+
+        It compiles the detector for the camera's resolution, so the first part is not slowed by
+        it, and sets `first_frame_at`. False if the line is not taking work or is full.
+        """
+        if not self._accepting:
+            return False
+        try:
+            self._capture_q.put_nowait(_WARM_UP)
+        except queue.Full:
+            return False
+        return True
+
+    def _warm_up(self, frame: Frame | None) -> None:
+        if frame is None:
+            self.warm_up_error = f"no frame ({getattr(self._camera, 'last_error', None) or 'camera failed'})"
+            return
+        try:
+            self._detector.detect(frame.image, self.rule.lowest_threshold)
+        except (BadFrame, RuntimeError) as exc:
+            self.warm_up_error = f"the detector failed on the first frame: {exc}"
+            log.error("line %s: %s", self.name, self.warm_up_error)
+            return
+        self.warm_up_error = None
+        if self.first_frame_at is None:
+            self.first_frame_at = time.monotonic()
+
+    def stage_activity(self) -> dict[str, dict]:
+        """Per stage: whether its thread is alive, and for how long it has held its current item
+        (`busy_s`, None while it waits for work). A stage busy for long is stuck."""
+        now = time.monotonic()
+        threads = dict(zip(STAGES, self._threads))
+        activity = {}
+        for stage in STAGES:
+            since = self._busy_since[stage]
+            thread = threads.get(stage)
+            activity[stage] = {"alive": thread is not None and thread.is_alive(),
+                               "busy_s": None if since is None else now - since}
+        return activity
+
+    def _in_flight(self) -> int:
+        """Triggers taken but not yet answered."""
+        c = self.counters
+        return c["triggers"] - c["triggers_dropped"] - c["inspections"]
+
+    def pipeline_problem(self) -> str | None:
+        """None while the line is healthy enough to keep the PLC heartbeat going; else why not.
+
+        Healthy: every stage thread alive and none stuck on one item for stall_s; the camera
+        online; the detector ran on its warm-up frame; and either idle (nothing waiting:
+        idle-but-alive counts as healthy) or the last result came within stall_s.
+        """
+        now = time.monotonic()
+        for stage, activity in self.stage_activity().items():
+            if not activity["alive"]:
+                return f"{stage} stage not running"
+            if activity["busy_s"] is not None and activity["busy_s"] > self._stall_s:
+                return f"{stage} stage stuck for {activity['busy_s']:.1f} s"
+        if self.warm_up_error is not None:
+            return f"model: {self.warm_up_error}"
+        stats = getattr(self._camera, "stats", None)
+        if stats is not None and stats().get("online") is False:
+            return "camera offline"
+        if self._in_flight() > 0 and now - self._last_progress > self._stall_s:
+            return f"no result for {now - self._last_progress:.1f} s with {self._in_flight()} parts waiting"
+        return None
+
     def health(self) -> dict:
         return {
             **self.counters,
+            **({"reject_timing": self._reject_timer.stats()} if self._reject_timer is not None else {}),
             "queues": {"capture": self._capture_q.qsize(), "inspect": self._inspect_q.qsize(), "deliver": self._deliver_q.qsize()},
             "running": bool(self._threads) and all(t.is_alive() for t in self._threads),
+            "paused": self.paused,
+            "triggers_while_paused": self.triggers_while_paused,
         }
