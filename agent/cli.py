@@ -312,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     add_ctl_arguments(ctl)
     ctl.set_defaults(func=cmd_ctl)
 
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["demo"]:
+        # The demo parses its own options: argparse's REMAINDER would reject "--parts" here.
+        args = argparse.Namespace(func=cmd_demo, demo_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except UserError as exc:

@@ -72,3 +72,10 @@ def test_sigterm_stops_within_5_s(tmp_path, broker):
         assert elapsed < 5.0
         assert "Traceback" not in err
         status.wait_for(lambda msgs: bool(msgs) and msgs[-1].json().get("state") == "stopped", timeout=5)
+
+
+def test_demo_takes_its_own_options():
+    result = subprocess.run([sys.executable, "-m", "agent", "demo", "--parts", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--parts must be >= 1" in result.stderr
+    help_text = subprocess.run([sys.executable, "-m", "agent", "demo", "--help"], capture_output=True, text=True, timeout=60)
+    assert help_text.returncode == 0 and "--parts" in help_text.stdout
