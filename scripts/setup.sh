@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a checkout on Debian/Ubuntu: mosquitto, ffmpeg and systemd-analyze (apt), a venv in .venv, and the
 # Python packages.
-# Idempotent: a second run only checks. Usage: scripts/setup.sh [extra pip spec, e.g. '.[models]']
+# Idempotent: a second run only checks. Usage: scripts/setup.sh [EXTRA ...], e.g. scripts/setup.sh models
+# (the pyproject extras to install besides test; models = torch + NNCF, for building models only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,12 +35,20 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.installed
-want="$(cat pyproject.toml) ${*:-}"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing Python packages into .venv"
+stamp=.venv/.installed          # the pyproject.toml that was installed
+stamp_extras=.venv/.extras      # and the extras installed with it, one a line
+extras=test
+for extra in "$@"; do extras="$extras,$extra"; done
+missing=""
+for extra in ${extras//,/ }; do grep -qx "$extra" "$stamp_extras" 2>/dev/null || missing="$missing $extra"; done
+if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp" || [ -n "$missing" ]; then
+  # Keep the extras installed before (a plain test run must not drop torch from a model-building venv).
+  [ -f "$stamp_extras" ] && extras="$extras,$(paste -sd, "$stamp_extras")"
+  extras=$(tr ',' '\n' <<<"$extras" | sed '/^$/d' | sort -u | paste -sd,)
+  echo "setup: installing Python packages into .venv (extras: $extras)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]' "$@" \
-    || { echo "setup: pip install failed (see above); retry: .venv/bin/python -m pip install -e '.[test]'" >&2; exit 1; }
-  printf '%s' "$want" > "$stamp"
+  .venv/bin/python -m pip install -q -e ".[$extras]" \
+    || { echo "setup: pip install failed (see above); retry: .venv/bin/python -m pip install -e '.[$extras]'" >&2; exit 1; }
+  cp pyproject.toml "$stamp"
+  tr ',' '\n' <<<"$extras" > "$stamp_extras"
 fi
