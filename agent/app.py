@@ -54,7 +54,8 @@ class App:
         # before anything touches the line. Triggered lines want the LATENCY hint.
         def load(name: str) -> Model:
             model = config.models[name]
-            return Model(model.path, device=model.device, performance_hint="LATENCY", cache_dir=config.model_cache_dir)
+            return Model(model.path, device=model.device, performance_hint="LATENCY", cache_dir=config.model_cache_dir,
+                         resize=model.resize)
 
         detectors, cascades = {}, {}
         for line_name, line_config in config.lines.items():

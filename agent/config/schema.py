@@ -127,6 +127,10 @@ class PlcConfig(Strict):
 class ModelConfig(Strict):
     path: Path = Field(description="An OpenVINO IR folder (xml+bin+metadata.yaml) or .xml file.")
     device: Literal["CPU", "GPU", "NPU", "AUTO"] = "CPU"
+    # Where the frame is resized to the model input: auto = cv2 on the host for CPU (much cheaper
+    # than OpenVINO's in-graph Interpolate there), in the graph for GPU/NPU. Padding, colour order,
+    # layout and scaling always run in the graph.
+    resize: Literal["auto", "graph", "host"] = "auto"
 
 
 class HttpSnapshotCamera(Strict):
