@@ -3,11 +3,13 @@ surveillance detector, THROUGHPUT hint, async and batched."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 
@@ -22,6 +24,7 @@ from models.evaluate import box_iou
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DETECTOR = REPO_ROOT / "models" / "surveillance-detector" / "int8"
 SEED = 19500  # not a build seed (models/build_surveillance.py)
+SCHEMAS = REPO_ROOT / "agent" / "deliver" / "schemas"
 
 
 class Recorder:
@@ -102,6 +105,9 @@ def test_two_cameras_are_batched_and_their_objects_reported(tmp_path, scenes, de
     assert checked >= 20 and matched >= 0.9 * checked, (matched, checked)
     assert recorder.crops and all(meta["event_id"] in {e["event_id"] for e in recorder.events}
                                   for _, _, _, meta in recorder.crops)
+    schema = json.loads((SCHEMAS / "detections.json").read_text())
+    for event in recorder.events:
+        jsonschema.validate(event, schema)
     # Frames are counted once each: skipped, inferred, dropped, or still waiting at the stop.
     accounted = (counters["skipped_rate"] + counters["skipped_still"] + counters["skipped_paused"]
                  + counters["dropped_behind"] + counters["inferred"] + line.health()["queues"]["pending"])
