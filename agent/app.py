@@ -122,9 +122,7 @@ class App:
             reject_timer = self._make_reject_timer(name, line_config, reject_output)
             publisher = self.outbox
             if line_config.webhooks:
-                actions = [HttpAction(HttpActionSettings(
-                    hook.url, frozenset(hook.on), hook.timeout_ms / 1000, hook.retries, hook.backoff_ms / 1000,
-                    queue_size=hook.queue_size), name=f"{name}-webhook{i}") for i, hook in enumerate(line_config.webhooks)]
+                actions = [self._make_http_action(name, i, hook) for i, hook in enumerate(line_config.webhooks)]
                 self.http_actions.extend(actions)
                 publisher = PublisherWithHttp(self.outbox, actions)
             line = InspectionLine(
@@ -176,6 +174,14 @@ class App:
         server.listen()  # subscribed from the first connection; handled once start() has run the lines
         return server
 
+    def _make_http_action(self, line: str, index: int, hook) -> HttpAction:
+        """A webhook of `line`; its calls wait in the outbox file under LINE/NAME."""
+        settings = HttpActionSettings(
+            hook.url, frozenset(hook.on), timeout_s=hook.timeout_ms / 1000, backoff_s=hook.backoff_ms / 1000,
+            backoff_max_s=hook.backoff_max_ms / 1000, max_age_s=hook.max_age_h * 3600,
+            max_pending=hook.max_pending, max_bytes=hook.max_bytes)
+        return HttpAction(f"{line}/{hook.name_at(index)}", settings, self.outbox_store.http)
+
     def _make_reject_timer(self, name: str, line_config, reject_output) -> RejectTimer | None:
         timing = line_config.reject_timing
         if timing is None:
@@ -211,6 +217,11 @@ class App:
         for action in self.http_actions:
             action.start()
             self._closers.append(action.close)
+        unknown = {t: c["pending"] for t, c in self.outbox_store.http.counters().items()
+                   if c["pending"] and t not in {a.target for a in self.http_actions}}
+        for target, pending in unknown.items():
+            log.warning("outbox: %d HTTP calls wait for %s, which is no longer configured; they stay in %s "
+                        "until a webhook of that name is configured again", pending, target, self.outbox_store.path)
         for camera in self.cameras.values():
             camera.start()
             self._closers.append(camera.close)
@@ -285,7 +296,7 @@ class App:
             "cameras": {name: cam.stats() for name, cam in self.cameras.items()},
             "triggers": {name: trigger.stats() for name, trigger in self.triggers.items() if hasattr(trigger, "stats")},
             "plc": {**self.plc.stats(), "heartbeat": self.heartbeat.stats()},
-            **({"http_actions": {a.name: a.stats() for a in self.http_actions}} if self.http_actions else {}),
+            **({"http_actions": {a.target: a.stats() for a in self.http_actions}} if self.http_actions else {}),
             "mqtt": self.publisher.stats(),
             "outbox": self.outbox.stats(),
             **({"commands": self.control.stats()} if self.control is not None else {}),

@@ -323,14 +323,42 @@ class RejectTimingConfig(Strict):
 
 
 class WebhookConfig(Strict):
-    """POST each event (JSON, Idempotency-Key: event_id) to a POS or webhook."""
+    """POST each event (JSON, Idempotency-Key: event_id) to a POS or webhook. Calls wait in the
+    outbox file until answered, refused (4xx), expired (max_age_h) or evicted (the bounds)."""
 
+    # The calls' queue in the outbox file and in health (LINE/NAME); keep it when the url changes,
+    # so the calls waiting follow. Default: webhook0, webhook1, ... in list order.
+    name: str | None = Field(None, pattern=_ID)
     url: str = Field(pattern=r"^https?://")
     on: list[Literal["pass", "reject", "no_read"]] = ["pass", "reject", "no_read"]
-    timeout_ms: int = Field(2000, ge=10, le=60000)
-    retries: int = Field(5, ge=0, le=100)
-    backoff_ms: int = Field(500, ge=10, le=600000)
-    queue_size: int = Field(1000, ge=1, le=100000)
+    timeout_ms: int = Field(2000, ge=10, le=60000)  # connect, and each read
+    backoff_ms: int = Field(500, ge=10, le=600000)  # the first retry's wait; doubles per failure, with jitter
+    backoff_max_ms: int = Field(60000, ge=10, le=3600000)
+    max_age_h: float = Field(24.0, gt=0, le=24 * 365)  # an older call is expired, counted
+    max_pending: int = Field(10000, ge=1, le=10_000_000)  # calls kept; the oldest is evicted, counted
+    max_bytes: int = Field(64 * 1024**2, ge=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data):
+        if isinstance(data, dict):
+            if True in data and "on" not in data:  # YAML 1.1 reads an unquoted `on:` key as true
+                data = {("on" if key is True else key): value for key, value in data.items()}
+            for key in ("retries", "queue_size"):
+                if key in data:
+                    raise ValueError(f"{key} is gone: failed calls now wait in the outbox file until max_age_h "
+                                     "(bounded by max_pending and max_bytes); remove the key")
+        return data
+
+    def name_at(self, index: int) -> str:
+        """Its name, for the webhook at `index` in its line's list."""
+        return self.name or f"webhook{index}"
+
+    @model_validator(mode="after")
+    def _backoff_order(self):
+        if self.backoff_max_ms < self.backoff_ms:
+            raise ValueError(f"backoff_max_ms {self.backoff_max_ms} is below backoff_ms {self.backoff_ms}")
+        return self
 
 
 class StackLightConfig(Strict):
@@ -374,6 +402,15 @@ class InspectionLine(Strict):
         for label, threshold in value.items():
             if not 0 < threshold < 1:
                 raise ValueError(f"threshold for {label!r} must be between 0 and 1, got {threshold}")
+        return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhook_names_unique(cls, value: list[WebhookConfig]):
+        names = [hook.name_at(i) for i, hook in enumerate(value)]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"webhook name {twice[0]!r} is used twice: give each webhook its own name")
         return value
 
 
