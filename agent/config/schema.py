@@ -342,8 +342,6 @@ class WebhookConfig(Strict):
     @classmethod
     def _keys(cls, data):
         if isinstance(data, dict):
-            if True in data and "on" not in data:  # YAML 1.1 reads an unquoted `on:` key as true
-                data = {("on" if key is True else key): value for key, value in data.items()}
             for key in ("retries", "queue_size"):
                 if key in data:
                     raise ValueError(f"{key} is gone: failed calls now wait in the outbox file until max_age_h "
