@@ -22,6 +22,7 @@ from .infer.engine import Classifier, Detector, Model
 from .ingest.camera import HttpSnapshotCamera
 from .ingest.interval_trigger import IntervalTrigger
 from .ingest.motion import MotionDetector, MotionSettings, MotionTrigger
+from .ingest.plc_trigger import PlcTrigger
 from .ingest.scale import ScaleTrigger
 from .ingest.sources import Backoff, LiveSource, file_opener, folder_opener, stream_opener, v4l2_opener
 from .lines.inspection import CropSettings, InspectionLine
@@ -236,11 +237,15 @@ class App:
         camera = self.cameras[self.config.lines[line.name].camera]
 
         def fire(source_name: str):
-            def on_fire(t_mono: float, weight_g: float | None = None):
+            def on_fire(t_mono: float, weight_g: float | None = None, plc_trigger_id: int | None = None):
                 camera.expect(t_mono)  # keep the frame that belongs to this trigger for the line
-                line.on_trigger(t_mono, source_name, weight_g)
+                line.on_trigger(t_mono, source_name, weight_g, plc_trigger_id)
             return on_fire
 
+        if trigger.type == "plc":
+            return PlcTrigger(self.plc, fire("plc"), poll_s=trigger.poll_ms / 1000, fire_on=trigger.fire_on,
+                              present_from_coil=trigger.part_present == "coil",
+                              stale_after_s=trigger.stale_after_ms / 1000, name=line.name)
         if trigger.type == "gpio":
             return EdgeInput(trigger.pin, self.pin_factory, fire("gpio"), edge=trigger.edge,
                              pull_up=trigger.pull_up, debounce_s=trigger.debounce_ms / 1000)

@@ -20,6 +20,12 @@ class Trigger:
     t_wall: float
     source: str  # "gpio", ...
     weight_g: float | None = None  # the stable weight, when a scale fired the trigger
+    plc_trigger_id: int | None = None  # the PLC's own id for the part, when the PLC fired the trigger
+
+    @property
+    def inspection_id(self) -> int:
+        """What the result echoes to the PLC: the PLC's trigger id if it gave one, else seq."""
+        return self.seq if self.plc_trigger_id is None else self.plc_trigger_id
 
 
 @dataclass(frozen=True, eq=False)

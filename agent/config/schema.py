@@ -95,6 +95,20 @@ class PlcRegisters(Strict):
     online: int = Field(109, ge=0, le=65535)
     encoder: int = Field(110, ge=0, le=65534)  # two registers, written by the PLC
     reject_coil: int = Field(10, ge=0, le=65535)
+    # The part signal, written by the PLC and polled by a `type: plc` trigger.
+    part_present: int = Field(112, ge=0, le=65535)
+    plc_trigger_id: int = Field(113, ge=0, le=65534)  # two registers
+    part_present_coil: int = Field(11, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        from ..act.plc import PlcError, PlcRegisterMap  # the adapter owns the map's rules
+
+        try:
+            PlcRegisterMap(**self.model_dump())
+        except PlcError as exc:
+            raise ValueError(str(exc).removeprefix("PLC register map: ")) from None
+        return self
 
 
 class PlcRtu(Strict):
@@ -278,8 +292,22 @@ class ScaleTriggerConfig(Strict):
     checksum: bool = True  # Toledo: frames end with a checksum byte
 
 
+class PlcTriggerConfig(Strict):
+    """Polls the PLC's part signal (plc.registers part_present / plc_trigger_id / part_present_coil)."""
+
+    type: Literal["plc"]
+    # trigger_id: each new trigger id fires, and the result echoes it; part_present: the rising edge
+    # of the part-present level fires (a PLC without an id register; the line's own number is echoed).
+    fire_on: Literal["trigger_id", "part_present"] = "trigger_id"
+    part_present: Literal["register", "coil"] = "register"  # where the PLC puts the level
+    poll_ms: float = Field(10, ge=1, le=10000)
+    # A change found after a longer gap in polling (or after a reconnect) is stale: counted, never fired.
+    stale_after_ms: float = Field(250, ge=1, le=60000)
+
+
 TriggerConfig = Annotated[
-    Union[GpioTrigger, IntervalTriggerConfig, MotionTriggerConfig, ScaleTriggerConfig], Field(discriminator="type")
+    Union[GpioTrigger, IntervalTriggerConfig, MotionTriggerConfig, ScaleTriggerConfig, PlcTriggerConfig],
+    Field(discriminator="type"),
 ]
 
 

@@ -115,6 +115,7 @@ class InspectionLine:
         self._crops = crops
         self._model_name = model_name
         self._seq = 0
+        self._newest_inspection_id = 0  # of the newest trigger: the PLC's trigger id for PLC-triggered parts
         self._seq_lock = threading.Lock()
         self._capture_q: queue.Queue = queue.Queue(queue_size)
         self._inspect_q: queue.Queue = queue.Queue(queue_size)
@@ -159,8 +160,10 @@ class InspectionLine:
         return not alive
 
     # -- ingest ----------------------------------------------------------------------
-    def on_trigger(self, t_mono: float | None = None, source: str = "gpio", weight_g: float | None = None) -> Trigger | None:
-        """Called from the sensor's callback thread: must return at once."""
+    def on_trigger(self, t_mono: float | None = None, source: str = "gpio", weight_g: float | None = None,
+                   plc_trigger_id: int | None = None) -> Trigger | None:
+        """Called from the sensor's callback thread: must return at once. plc_trigger_id: the
+        PLC's id for the part, echoed in the result instead of the line's sequence number."""
         if not self._accepting:
             return None
         if self.paused:
@@ -169,9 +172,10 @@ class InspectionLine:
         with self._seq_lock:
             self._seq += 1
             seq = self._seq
+            self._newest_inspection_id = seq if plc_trigger_id is None else plc_trigger_id
         t_mono = time.monotonic() if t_mono is None else t_mono
         trigger = Trigger(line=self.name, seq=seq, t_mono=t_mono, t_wall=time.time() - (time.monotonic() - t_mono),
-                          source=source, weight_g=weight_g)
+                          source=source, weight_g=weight_g, plc_trigger_id=plc_trigger_id)
         if self._in_flight() == 0:
             self._last_progress = time.monotonic()
         self.counters["triggers"] += 1
@@ -261,8 +265,8 @@ class InspectionLine:
             self._reject_output.pulse(self._reject_pulse_s)
         if self._plc is not None:
             defect_class = 1 + verdict.defects[0].class_id if verdict.defects else 0
-            written = self._plc.write_result(trigger.seq, code, len(verdict.defects), reject,
-                                             defect_class=defect_class, trigger_id=self._seq)
+            written = self._plc.write_result(trigger.inspection_id, code, len(verdict.defects), reject,
+                                             defect_class=defect_class, trigger_id=self._newest_inspection_id)
             if not written:
                 self.counters["plc_write_failures"] += 1
         inspection.timings_ms["act"] = (time.monotonic() - start) * 1000
@@ -303,7 +307,7 @@ class InspectionLine:
             if not ok:
                 continue
             meta = {
-                "schema": EVENT_SCHEMA, "event_id": inspection.event_id, "inspection_id": inspection.trigger.seq,
+                "schema": EVENT_SCHEMA, "event_id": inspection.event_id, "inspection_id": inspection.trigger.inspection_id,
                 "label": defect.label, "score": round(defect.score, 4), "crop": f"{x1},{y1},{x2},{y2}",
             }
             if defect.classification is not None:
@@ -317,9 +321,10 @@ class InspectionLine:
             "event_id": inspection.event_id,
             "device_id": self.device_id,
             "line": self.name,
-            "inspection_id": trigger.seq,
+            "inspection_id": trigger.inspection_id,
             "ts": round(trigger.t_wall, 3),
-            "trigger": {"source": trigger.source, "seq": trigger.seq, "weight_g": trigger.weight_g},
+            "trigger": {"source": trigger.source, "seq": trigger.seq, "weight_g": trigger.weight_g,
+                        "plc_trigger_id": trigger.plc_trigger_id},
             "result": verdict.outcome.value,
             "reason": verdict.reason,
             "defects": [self._defect_payload(i, d) for i, d in enumerate(verdict.defects)],
