@@ -146,6 +146,7 @@ class App:
                 crops=CropSettings(**line_config.crops.model_dump()),
                 queue_size=line_config.queue_size,
                 model_name=f"{line_config.model}:{detectors[name].info.path.name}",
+                burst_frames=line_config.burst.frames if line_config.burst else 1,
             )
             self.lines[name] = line
             self._inputs.append((line, line_config.trigger))
@@ -234,11 +235,13 @@ class App:
         log.info("edge-agent %s running: device %s, lines %s", __version__, self.config.device.id, ", ".join(self.lines))
 
     def _make_trigger(self, line: InspectionLine, trigger):
-        camera = self.cameras[self.config.lines[line.name].camera]
+        line_config = self.config.lines[line.name]
+        camera = self.cameras[line_config.camera]
+        frames = line_config.burst.frames if line_config.burst else 1
 
         def fire(source_name: str):
             def on_fire(t_mono: float, weight_g: float | None = None, plc_trigger_id: int | None = None):
-                camera.expect(t_mono)  # keep the frame that belongs to this trigger for the line
+                camera.expect(t_mono, frames)  # keep the frame(s) that belong to this trigger for the line
                 line.on_trigger(t_mono, source_name, weight_g, plc_trigger_id)
             return on_fire
 

@@ -28,6 +28,15 @@ class Trigger:
         return self.seq if self.plc_trigger_id is None else self.plc_trigger_id
 
 
+@dataclass(frozen=True)
+class Burst:
+    """How a frame was chosen from a burst: `sharpness[chosen]` was the highest."""
+
+    requested: int
+    chosen: int  # index in the burst; 0 is the trigger's own frame
+    sharpness: tuple[float, ...]  # variance of the Laplacian of each frame taken
+
+
 @dataclass(frozen=True, eq=False)
 class Frame:
     camera: str
@@ -35,6 +44,7 @@ class Frame:
     image: np.ndarray  # HxWx3 uint8 BGR
     t_mono: float
     t_wall: float
+    burst: Burst | None = None  # set when the line keeps the sharpest of several frames
 
 
 @dataclass(frozen=True)

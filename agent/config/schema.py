@@ -311,6 +311,12 @@ TriggerConfig = Annotated[
 ]
 
 
+class BurstConfig(Strict):
+    """Take `frames` frames from the trigger's own on, and inspect the sharpest."""
+
+    frames: int = Field(3, ge=2, le=30)
+
+
 class RejectOutput(Strict):
     pin: PinId
     pulse_ms: float = Field(50.0, gt=0, le=10000)
@@ -385,6 +391,7 @@ class InspectionLine(Strict):
     thresholds: dict[str, float] = {}
     default_threshold: float = Field(0.4, gt=0, lt=1)
     reject_output: RejectOutput | None = None
+    burst: BurstConfig | None = None  # None: the trigger's frame alone
     reject_timing: RejectTimingConfig | None = None  # None: the reject fires as soon as the result is known
     stop_line_output: OutputPin | None = None  # latched on by reject_timing.fail_action stop_line
     webhooks: list[WebhookConfig] = []

@@ -25,6 +25,7 @@ from ..act.plc import ResultCode
 from ..events import Frame, Inspection, Outcome, Trigger, Verdict
 from ..infer.engine import BadFrame
 from ..infer.geometry import crop_box
+from ..ingest.burst import sharpest
 from ..postprocess.inspection_rule import DefectRule
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ EVENT_SCHEMA = 1
 
 class Camera(Protocol):
     def grab(self, after: float | None = None) -> Frame | None: ...
+
+    def grab_burst(self, after: float | None, count: int) -> list[Frame]: ...
 
 
 class DetectorLike(Protocol):
@@ -95,10 +98,12 @@ class InspectionLine:
         cascade=None,
         reject_timer=None,
         stall_s: float = 2.0,
+        burst_frames: int = 1,
     ):
         """reject_timer: an agent.act.reject_timing.RejectTimer; the reject then fires when the part
         reaches the station, and only a timely PASS passes. None: pulse at once (station at the camera).
-        stall_s: a part waiting this long for its result, or a stage busy this long, is unhealthy."""
+        stall_s: a part waiting this long for its result, or a stage busy this long, is unhealthy.
+        burst_frames: > 1 inspects the sharpest of that many frames from the trigger's own on."""
         self.name = name
         self.device_id = device_id
         self._camera = camera
@@ -116,6 +121,7 @@ class InspectionLine:
         self._model_name = model_name
         self._seq = 0
         self._newest_inspection_id = 0  # of the newest trigger: the PLC's trigger id for PLC-triggered parts
+        self._burst_frames = burst_frames
         self._seq_lock = threading.Lock()
         self._capture_q: queue.Queue = queue.Queue(queue_size)
         self._inspect_q: queue.Queue = queue.Queue(queue_size)
@@ -197,7 +203,10 @@ class InspectionLine:
             if trigger is _STOP:
                 self._inspect_q.put(_STOP)
                 return
-            frame = self._camera.grab(after=trigger.t_mono)  # the frame reserved at the trigger
+            if self._burst_frames > 1 and trigger is not _WARM_UP:  # from the frame reserved at the trigger on
+                frame = sharpest(self._camera.grab_burst(trigger.t_mono, self._burst_frames), self._burst_frames)
+            else:
+                frame = self._camera.grab(after=trigger.t_mono)  # the frame reserved at the trigger
             self._inspect_q.put((trigger, frame, time.monotonic()))
 
     # -- inspect and act -------------------------------------------------------------
@@ -328,11 +337,18 @@ class InspectionLine:
             "result": verdict.outcome.value,
             "reason": verdict.reason,
             "defects": [self._defect_payload(i, d) for i, d in enumerate(verdict.defects)],
-            "frame": None if frame is None else {"camera": frame.camera, "seq": frame.seq,
-                                                 "width": frame.image.shape[1], "height": frame.image.shape[0]},
+            "frame": None if frame is None else self._frame_payload(frame),
             "model": self._model_name,
             "timings_ms": {k: round(v, 2) for k, v in inspection.timings_ms.items()},
         }
+
+    @staticmethod
+    def _frame_payload(frame: Frame) -> dict:
+        payload = {"camera": frame.camera, "seq": frame.seq, "width": frame.image.shape[1], "height": frame.image.shape[0]}
+        if frame.burst is not None:
+            payload["burst"] = {"requested": frame.burst.requested, "chosen": frame.burst.chosen,
+                                "sharpness": list(frame.burst.sharpness)}
+        return payload
 
     def _defect_payload(self, index: int, defect) -> dict:
         payload = {"label": defect.label, "score": round(defect.score, 4), "box": [round(v, 1) for v in defect.box],
