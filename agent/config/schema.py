@@ -305,10 +305,37 @@ class PlcTriggerConfig(Strict):
     stale_after_ms: float = Field(250, ge=1, le=60000)
 
 
+class AllOfTrigger(Strict):
+    """Fires when every member has fired within window_ms (e.g. motion and a settled weight)."""
+
+    type: Literal["all_of"]
+    members: list[TriggerConfig] = Field(min_length=2)
+    window_ms: float = Field(2000, gt=0, le=3_600_000)
+    cooldown_ms: float = Field(0, ge=0, le=3_600_000)
+
+
+class AnyOfTrigger(Strict):
+    """Fires when any member fires."""
+
+    type: Literal["any_of"]
+    members: list[TriggerConfig] = Field(min_length=2)
+    cooldown_ms: float = Field(0, ge=0, le=3_600_000)  # two sensors on the same part fire once
+
+
 TriggerConfig = Annotated[
-    Union[GpioTrigger, IntervalTriggerConfig, MotionTriggerConfig, ScaleTriggerConfig, PlcTriggerConfig],
+    Union[GpioTrigger, IntervalTriggerConfig, MotionTriggerConfig, ScaleTriggerConfig, PlcTriggerConfig,
+          AllOfTrigger, AnyOfTrigger],
     Field(discriminator="type"),
 ]
+AllOfTrigger.model_rebuild()
+AnyOfTrigger.model_rebuild()
+
+
+def walk_triggers(trigger, path: tuple = ()):
+    """(path, trigger) for a trigger and every member nested in it; path is relative to it."""
+    yield path, trigger
+    for i, member in enumerate(getattr(trigger, "members", ())):
+        yield from walk_triggers(member, path + ("members", i))
 
 
 class BurstConfig(Strict):
@@ -457,10 +484,11 @@ class AgentConfig(Strict):
         if self.control.enabled and self.control.require_signature and not self.control.public_keys:
             issues.append((("control", "public_keys"), "require_signature needs at least one public key file"))
         for name, line in self.lines.items():
-            motion_camera = getattr(line.trigger, "camera", None)
-            if line.trigger.type == "motion" and motion_camera is not None and motion_camera not in self.cameras:
-                known = ", ".join(self.cameras) or "none"
-                issues.append((("lines", name, "trigger", "camera"), f"no camera named {motion_camera!r} (cameras: {known})"))
+            for path, trigger in walk_triggers(line.trigger, ("lines", name, "trigger")):
+                motion_camera = getattr(trigger, "camera", None)
+                if trigger.type == "motion" and motion_camera is not None and motion_camera not in self.cameras:
+                    known = ", ".join(self.cameras) or "none"
+                    issues.append(((*path, "camera"), f"no camera named {motion_camera!r} (cameras: {known})"))
             if line.camera not in self.cameras:
                 known = ", ".join(self.cameras) or "none"
                 issues.append((("lines", name, "camera"), f"no camera named {line.camera!r} (cameras: {known})"))
