@@ -14,7 +14,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from agent.act.plc import ModbusTcpPlc, PartSignal
+from agent.act.plc import ModbusPlc, ModbusTcpPlc, PartSignal, RtuLink
 from agent.config import ConfigError, load_config
 from agent.ingest.plc_trigger import PartTracker, PlcTrigger
 from hw_sim.conveyor import BeltSettings
@@ -22,6 +22,7 @@ from hw_sim.harness import LINE, PLC_FIRST_TRIGGER_ID, CellSettings, SimulatedCe
 from hw_sim.netproxy import NetProxy
 from hw_sim.plc import SimPlc
 from tests.helpers import FireRecorder, wait_until
+from tests.test_plc_handshake import pty_pair  # noqa: F401 (a fixture: socat's pty pair)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -154,6 +155,19 @@ def test_part_present_mode_fires_on_the_rising_edge_and_echoes_no_plc_id(source)
             stats = trigger.stats()
     assert fires.ids == [None, None, None]
     assert stats["fire_on"] == "part_present" and stats["fires"] == 3 and stats["part_present"] is False
+
+
+def test_the_trigger_polls_over_modbus_rtu_too(pty_pair):  # noqa: F811
+    agent_end, plc_end = pty_pair
+    fires = FireRecorder()
+    with SimPlc(serial_port=plc_end, baudrate=115200, parity="N", first_trigger_id=31) as sim, \
+            ModbusPlc(RtuLink(agent_end, baudrate=115200, parity="N"), timeout_s=0.5) as plc:
+        with polling(plc, fires, poll_s=0.02) as trigger:
+            for _ in range(3):
+                present(sim, dwell_s=0.05)
+                assert wait_until(lambda: len(fires.calls) == len(sim.presented), 1.0), trigger.stats()
+            stats = trigger.stats()
+    assert fires.ids == [31, 32, 33] and stats["missed"] == 0 and stats["faults"]["read_errors"] == 0
 
 
 def signal(trigger_id: int, t: float, present: bool = True) -> PartSignal:

@@ -133,8 +133,10 @@ class PlcTrigger:
                     log.exception("line %s: PLC trigger failed on trigger id %d", self._name, signal.trigger_id)
             next_at += self._poll_s
             now = time.monotonic()
-            if next_at < now:  # fell behind: poll now, never in a burst
-                next_at = now
+            if next_at < now:
+                # The read took longer than a period (a slow serial link, a loaded box): leave the link
+                # a period free for results and the heartbeat rather than polling back to back.
+                next_at = now + self._poll_s
             self._stop.wait(next_at - now)
 
     def _poll_failed(self) -> None:
