@@ -141,7 +141,7 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError(_dedupe(issues)) from None
 
     issues = [
-        ConfigIssue(name, _nearest_line(lines, p), ".".join(p), message) for p, message in config.reference_issues()
+        ConfigIssue(name, _nearest_line(lines, p), ".".join(map(str, p)), message) for p, message in config.reference_issues()
     ]
     if issues:
         raise ConfigError(issues)

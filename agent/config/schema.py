@@ -95,6 +95,20 @@ class PlcRegisters(Strict):
     online: int = Field(109, ge=0, le=65535)
     encoder: int = Field(110, ge=0, le=65534)  # two registers, written by the PLC
     reject_coil: int = Field(10, ge=0, le=65535)
+    # The part signal, written by the PLC and polled by a `type: plc` trigger.
+    part_present: int = Field(112, ge=0, le=65535)
+    plc_trigger_id: int = Field(113, ge=0, le=65534)  # two registers
+    part_present_coil: int = Field(11, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        from ..act.plc import PlcError, PlcRegisterMap  # the adapter owns the map's rules
+
+        try:
+            PlcRegisterMap(**self.model_dump())
+        except PlcError as exc:
+            raise ValueError(str(exc).removeprefix("PLC register map: ")) from None
+        return self
 
 
 class PlcRtu(Strict):
@@ -282,9 +296,56 @@ class ScaleTriggerConfig(Strict):
     checksum: bool = True  # Toledo: frames end with a checksum byte
 
 
+class PlcTriggerConfig(Strict):
+    """Polls the PLC's part signal (plc.registers part_present / plc_trigger_id / part_present_coil)."""
+
+    type: Literal["plc"]
+    # trigger_id: each new trigger id fires, and the result echoes it; part_present: the rising edge
+    # of the part-present level fires (a PLC without an id register; the line's own number is echoed).
+    fire_on: Literal["trigger_id", "part_present"] = "trigger_id"
+    part_present: Literal["register", "coil"] = "register"  # where the PLC puts the level
+    poll_ms: float = Field(10, ge=1, le=10000)
+    # A change found after a longer gap in polling (or after a reconnect) is stale: counted, never fired.
+    stale_after_ms: float = Field(250, ge=1, le=60000)
+
+
+class AllOfTrigger(Strict):
+    """Fires when every member has fired within window_ms (e.g. motion and a settled weight)."""
+
+    type: Literal["all_of"]
+    members: list[TriggerConfig] = Field(min_length=2)
+    window_ms: float = Field(2000, gt=0, le=3_600_000)
+    cooldown_ms: float = Field(0, ge=0, le=3_600_000)
+
+
+class AnyOfTrigger(Strict):
+    """Fires when any member fires."""
+
+    type: Literal["any_of"]
+    members: list[TriggerConfig] = Field(min_length=2)
+    cooldown_ms: float = Field(0, ge=0, le=3_600_000)  # two sensors on the same part fire once
+
+
 TriggerConfig = Annotated[
-    Union[GpioTrigger, IntervalTriggerConfig, MotionTriggerConfig, ScaleTriggerConfig], Field(discriminator="type")
+    Union[GpioTrigger, IntervalTriggerConfig, MotionTriggerConfig, ScaleTriggerConfig, PlcTriggerConfig,
+          AllOfTrigger, AnyOfTrigger],
+    Field(discriminator="type"),
 ]
+AllOfTrigger.model_rebuild()
+AnyOfTrigger.model_rebuild()
+
+
+def walk_triggers(trigger, path: tuple = ()):
+    """(path, trigger) for a trigger and every member nested in it; path is relative to it."""
+    yield path, trigger
+    for i, member in enumerate(getattr(trigger, "members", ())):
+        yield from walk_triggers(member, path + ("members", i))
+
+
+class BurstConfig(Strict):
+    """Take `frames` frames from the trigger's own on, and inspect the sharpest."""
+
+    frames: int = Field(3, ge=2, le=30)
 
 
 class RejectOutput(Strict):
@@ -387,6 +448,7 @@ class InspectionLine(Strict):
     thresholds: dict[str, float] = {}
     default_threshold: float = Field(0.4, gt=0, lt=1)
     reject_output: RejectOutput | None = None
+    burst: BurstConfig | None = None  # None: the trigger's frame alone
     reject_timing: RejectTimingConfig | None = None  # None: the reject fires as soon as the result is known
     stop_line_output: OutputPin | None = None  # latched on by reject_timing.fail_action stop_line
     webhooks: list[WebhookConfig] = []
@@ -461,10 +523,11 @@ class AgentConfig(Strict):
         if self.control.enabled and self.control.require_signature and not self.control.public_keys:
             issues.append((("control", "public_keys"), "require_signature needs at least one public key file"))
         for name, line in self.lines.items():
-            motion_camera = getattr(line.trigger, "camera", None)
-            if line.trigger.type == "motion" and motion_camera is not None and motion_camera not in self.cameras:
-                known = ", ".join(self.cameras) or "none"
-                issues.append((("lines", name, "trigger", "camera"), f"no camera named {motion_camera!r} (cameras: {known})"))
+            for path, trigger in walk_triggers(line.trigger, ("lines", name, "trigger")):
+                motion_camera = getattr(trigger, "camera", None)
+                if trigger.type == "motion" and motion_camera is not None and motion_camera not in self.cameras:
+                    known = ", ".join(self.cameras) or "none"
+                    issues.append(((*path, "camera"), f"no camera named {motion_camera!r} (cameras: {known})"))
             if line.camera not in self.cameras:
                 known = ", ".join(self.cameras) or "none"
                 issues.append((("lines", name, "camera"), f"no camera named {line.camera!r} (cameras: {known})"))
