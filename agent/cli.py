@@ -37,7 +37,8 @@ def cmd_check_config(args) -> int:
 
 
 def build_app(config, **kwargs):
-    """Build the App, turning user errors (model, pin, outbox path) into UserError."""
+    """Build the App, turning user errors (model, pin, outbox path, PLC settings) into UserError."""
+    from .act.plc import PlcError
     from .app import App
     from .control.auth import ControlSetupError
     from .deliver.outbox import OutboxError
@@ -46,7 +47,7 @@ def build_app(config, **kwargs):
 
     try:
         return App(config, **kwargs)
-    except (ModelLoadError, GpioError, OutboxError, ControlSetupError) as exc:
+    except (ModelLoadError, GpioError, OutboxError, ControlSetupError, PlcError) as exc:
         raise UserError(str(exc)) from None
 
 
