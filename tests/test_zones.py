@@ -11,11 +11,16 @@ from agent.postprocess.zones import (Polygon, Tripwire, TripwireSettings, Zone, 
 SQUARE = ((100.0, 100.0), (300.0, 100.0), (300.0, 300.0), (100.0, 300.0))
 
 
+def standing(foot_x: float, foot_y: float, height: float = 100.0):
+    return (foot_x - height / 4, foot_y - height, foot_x + height / 4, foot_y)
+
+
 def person(track_id: int, foot_x: float, foot_y: float, height: float = 100.0, label: str = "person",
-           first_seen: float = 0.0) -> TrackedObject:
-    """A track whose box stands on (foot_x, foot_y)."""
-    box = (foot_x - height / 4, foot_y - height, foot_x + height / 4, foot_y)
-    return TrackedObject(track_id, label, 0, 0.9, box, (0.0, 0.0), first_seen, 5, 0)
+           first_seen: float = 0.0, born=None) -> TrackedObject:
+    """A track whose box stands on (foot_x, foot_y); born: where its first detection stood."""
+    first_box = None if born is None else standing(*born, height)
+    return TrackedObject(track_id, label, 0, 0.9, standing(foot_x, foot_y, height), (0.0, 0.0), first_seen, 5, 0,
+                         first_box)
 
 
 def ended(track_id: int, foot_x: float, foot_y: float, last_seen: float, height: float = 100.0) -> EndedTrack:
@@ -173,6 +178,24 @@ def test_a_track_first_seen_on_the_far_side_has_not_crossed_and_ended_tracks_are
     assert wire.update(0.0, [person(1, 100, 260)], []) == []
     assert wire.update(1.0, [], [ended(1, 100, 260, 0.0)]) == []
     assert wire.update(2.0, [person(1, 100, 150)], []) == []  # the same id again (never happens) starts afresh
+
+
+def test_what_a_track_did_while_tentative_counts_from_where_it_was_born():
+    # confirmed (first reported) already past the line and inside the zone, born before both
+    wire = Tripwire(TripwireSettings("gate", (0.0, 200.0), (400.0, 200.0)))
+    zone = Zone(ZoneSettings("yard", ((0.0, 220.0), (400.0, 220.0), (400.0, 400.0), (0.0, 400.0))))
+    first = person(1, 100, 260, born=(100, 150), first_seen=1.0)
+    crossed = wire.update(2.0, [first], [])
+    entered = zone.update(2.0, [first], [])
+    assert [(a.kind, a.direction) for a in crossed] == [("line_cross", "forward")]
+    assert [(a.kind, a.t) for a in entered] == [("zone_enter", 2.0)]
+    # born inside: inside since its first detection (its dwell counts from then)
+    zone = Zone(ZoneSettings("yard", SQUARE, loiter_s=3.0))
+    assert [a.kind for a in zone.update(2.0, [person(2, 200, 200, born=(210, 200), first_seen=0.5)], [])] == ["zone_enter"]
+    assert [(a.kind, a.entered) for a in zone.update(3.5, [person(2, 200, 200, first_seen=0.5)], [])] == [("loitering", 0.5)]
+    # born on the line (within the dead band): no side to start from, so no crossing
+    wire = Tripwire(TripwireSettings("gate", (0.0, 200.0), (400.0, 200.0)))
+    assert wire.update(2.0, [person(3, 100, 260, born=(100, 195))], []) == []
 
 
 def test_settings_are_checked():

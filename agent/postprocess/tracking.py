@@ -95,6 +95,9 @@ class TrackedObject:
     first_seen: float  # monotonic time of its first detection
     hits: int
     detection: int  # index of its detection in the list passed to update()
+    # Its first detection's box: where it was born, before it was confirmed. Rules that meet a
+    # track for the first time start from there, so what it did while tentative still counts.
+    first_box: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class TrackerUpdate:
 
 class _Track:
     __slots__ = ("track_id", "label", "class_id", "state", "mean", "cov", "t", "hits", "misses",
-                 "first_seen", "last_seen", "box", "score")
+                 "first_seen", "last_seen", "box", "score", "first_box")
 
     def __init__(self, track_id: int, detection: Detection, t: float):
         self.track_id = track_id
@@ -133,7 +136,7 @@ class _Track:
         self.hits = 1
         self.misses = 0
         self.first_seen = self.last_seen = t
-        self.box = detection.box
+        self.box = self.first_box = detection.box
         self.score = detection.score
 
 
@@ -217,7 +220,7 @@ class Tracker:
             track_ids[index] = track.track_id
             reported.append(TrackedObject(track.track_id, track.label, track.class_id, track.score, track.box,
                                           (float(track.mean[4]), float(track.mean[5])), track.first_seen,
-                                          track.hits, index))
+                                          track.hits, index, track.first_box))
         coasting = tuple(tr.track_id for tr in self._tracks if tr.state is TrackState.LOST)
         return TrackerUpdate(tuple(reported), tuple(ended), tuple(track_ids), coasting)
 

@@ -15,6 +15,11 @@ where a person or a vehicle touches the ground, so a zone drawn on the floor mea
   passes between a and b. `forward` is from the left of a -> b to its right as the picture shows
   it (y grows downwards): for a line drawn left to right, moving down the picture.
 
+A rule meets a track when the tracker confirms it (a few frames after its first detection) and
+starts it from where it was born: a track that crossed a line or entered a zone while it was
+still tentative is reported when it is confirmed, and one born inside a zone has been inside
+since its first detection.
+
 Times are the frames' monotonic times; the caller turns them into wall-clock times.
 """
 
@@ -214,10 +219,15 @@ class Zone:
             margin = s.hysteresis * (track.box[3] - track.box[1])
             presence = self._presence.get(track.track_id)
             if presence is None:
-                inside = distance >= 0  # first sighting: no previous state to hold
+                # First sighting of a confirmed track: it starts where it was born, so a track that
+                # entered while still tentative enters now, and one born inside has been inside since.
+                born = anchor_point(track.first_box or track.box, s.anchor)
                 presence = self._presence[track.track_id] = _Presence(False, t, track.label)
-                if inside:
-                    alerts += self._enter(presence, track, point, t, track.first_seen)
+                if self.polygon.distance(born) >= 0:
+                    if distance > -margin:  # (else it was inside only while tentative: nothing to report)
+                        alerts += self._enter(presence, track, point, t, track.first_seen)
+                elif distance >= margin:
+                    alerts += self._enter(presence, track, point, t, t)
             elif not presence.inside and distance >= margin:
                 alerts += self._enter(presence, track, point, t, t)
             elif presence.inside and distance <= -margin:
@@ -272,6 +282,12 @@ class Tripwire:
                 continue  # on the line, within the dead band: wait until it is clearly on one side
             side = 1 if distance > 0 else -1
             before = self._side.get(track.track_id)
+            if before is None and track.first_box is not None:
+                # first sighting: start from where the track was born, if that was clearly on a side
+                born = anchor_point(track.first_box, s.anchor)
+                born_distance = side_of_line(s.a, s.b, born)
+                if abs(born_distance) >= s.hysteresis * (track.first_box[3] - track.first_box[1]):
+                    before = (1 if born_distance > 0 else -1, born)
             self._side[track.track_id] = (side, point)
             if before is None or before[0] == side or not crosses_segment(before[1], point, s.a, s.b):
                 continue
