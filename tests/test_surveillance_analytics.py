@@ -186,7 +186,7 @@ def test_loiterers_are_flagged_and_passers_by_are_not():
 @pytest.mark.slow
 def test_analytics_on_ten_more_clips():
     """The same measures on ten other clips (the README's figures)."""
-    _floors(_tracking(SLOW_SEEDS), mota=0.55, idf1=0.65, switches=0.4)
+    _floors(_tracking(SLOW_SEEDS), mota=0.55, idf1=0.65, switches=0.5)
     _crossings(SLOW_SEEDS).check(recall=0.7, precision=0.7)
     _zone(SLOW_SEEDS).check(recall=0.7, precision=0.85)
     loiterers, flagged, wrong, _ = _loitering(SLOW_SEEDS)

@@ -50,6 +50,9 @@ _INIT_STD_POS = 0.1
 _INIT_STD_VEL = 2.0  # a new track may move up to a few heights a second (a car at 5 fps)
 
 
+_UNMATCHABLE = 1e6
+
+
 class TrackState(str, Enum):
     TENTATIVE = "tentative"  # not enough hits yet: not reported
     CONFIRMED = "confirmed"  # matched in its latest frame
@@ -67,7 +70,7 @@ class TrackerSettings:
     min_hits: int = 3  # birth: matches before a track is confirmed and reported
     max_misses: int = 15  # death: inferred frames in a row without a match
     max_lost_s: float = 3.0  # death: this long unseen, however few frames came
-    buffer: float = 0.2  # boxes grow by this share of their size on each side before the IoU (C-BIoU)
+    buffer: float = 0.1  # boxes grow by this share of their size on each side before the IoU (C-BIoU)
     lost_buffer_per_s: float = 0.3  # and by this much more per second a track has been unseen (up to 1 s)
     max_tracks: int = 256  # per camera; more births are refused (counted): memory stays bounded
 
@@ -280,7 +283,9 @@ class Tracker:
         same_class = (np.array([self._tracks[k].class_id for k in track_indices])[:, None]
                       == np.array([detections[i].class_id for i in det_indices])[None, :])
         iou = np.where(same_class, iou, 0.0)
-        rows, cols = linear_sum_assignment(1.0 - iou)
+        # Pairs under min_iou cannot be matched at all: as costly as leaving both unmatched, so
+        # the assignment never gives up a good pair to make a poor one (lapjv's cost_limit).
+        rows, cols = linear_sum_assignment(np.where(iou >= min_iou, 1.0 - iou, _UNMATCHABLE))
         matches, used_tracks, used_dets = [], set(), set()
         for r, c in zip(rows, cols):
             if iou[r, c] >= min_iou:
