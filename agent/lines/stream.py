@@ -98,7 +98,7 @@ class StreamLine:
         self.warm_up_error: str | None = None
         self.counters = dict.fromkeys(
             ("frames", "skipped_rate", "skipped_still", "skipped_paused", "dropped_behind", "inferred", "batches",
-             "results_dropped", "inference_errors", "detections", "events", "alerts", "crops"), 0)
+             "results_dropped", "inference_errors", "detections", "events", "alerts", "analytics_errors", "crops"), 0)
         self.per_camera = {cam: dict.fromkeys(("frames", "inferred", "detections", "events"), 0) for cam in cameras}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -254,10 +254,16 @@ class StreamLine:
         analytics = self._analytics.get(cam)
         if analytics is not None:
             # Every inferred frame, empty or not, and every detection down to the tracker's floor.
-            result = analytics.update(frame.t_mono, found, (frame.image.shape[1], frame.image.shape[0]))
-            track_ids = result.track_ids
-            for alert in result.alerts:
-                self._publish_alert(cam, frame, alert, alert.kind in analytics.alert_crops)
+            try:
+                result = analytics.update(frame.t_mono, found, (frame.image.shape[1], frame.image.shape[0]))
+            except Exception:  # a bug of ours in the analytics must not cost the detections event
+                track_ids = (None,) * len(found)
+                self.counters["analytics_errors"] += 1
+                log.exception("stream line %s: analytics failed on camera %s frame %d", self.name, cam, frame.seq)
+            else:
+                track_ids = result.track_ids
+                for alert in result.alerts:
+                    self._publish_alert(cam, frame, alert, alert.kind in analytics.alert_crops)
         rule = self.rule
         kept = [i for i, d in enumerate(found) if d.score >= rule.threshold_for(d.label)]
         if not kept:
