@@ -17,14 +17,11 @@ import argparse
 import statistics
 import time
 
-import numpy as np
-
-from agent.events import Detection
 from agent.postprocess.analytics import CameraAnalytics
 from agent.postprocess.tracking import Tracker, TrackerSettings
 from agent.postprocess.zones import TripwireSettings, ZoneSettings
 
-from .analytics_eval import Evaluation
+from .analytics_eval import Evaluation, SyntheticCrowd
 from .bench_ingest import percentile
 
 WIDTH, HEIGHT = 640, 480
@@ -34,45 +31,8 @@ TRIPWIRES = [TripwireSettings("v1", (213.0, 0.0), (213.0, 480.0)), TripwireSetti
              TripwireSettings("h1", (0.0, 200.0), (640.0, 200.0)), TripwireSettings("h2", (0.0, 360.0), (640.0, 360.0))]
 
 
-class _Crowd:
-    """N boxes wandering across the picture, replaced when they leave it."""
-
-    def __init__(self, n: int, seed: int = 0):
-        self.rng = np.random.default_rng(seed)
-        self.objects = [self._spawn() for _ in range(n)]
-
-    def _spawn(self) -> list:
-        rng = self.rng
-        vehicle = rng.random() < 0.3
-        h = rng.uniform(40, 120) if vehicle else rng.uniform(25, 110)
-        w = h * (rng.uniform(1.4, 2.2) if vehicle else rng.uniform(0.3, 0.45))
-        speed = rng.uniform(40, 160) if vehicle else rng.uniform(10, 50)
-        angle = rng.uniform(0, 2 * np.pi)
-        return [rng.uniform(0, WIDTH - w), rng.uniform(0, HEIGHT - h), w, h,
-                speed * np.cos(angle), speed * np.sin(angle), int(vehicle)]
-
-    def step(self, dt: float) -> list[Detection]:
-        rng = self.rng
-        found = []
-        for k, o in enumerate(self.objects):
-            o[0] += o[4] * dt
-            o[1] += o[5] * dt
-            if not (-o[2] < o[0] < WIDTH and -o[3] < o[1] < HEIGHT):
-                self.objects[k] = o = self._spawn()
-            if rng.random() < 0.1:
-                continue  # missed by the detector
-            jitter = rng.normal(0, 0.03 * o[3], 4)
-            box = (o[0] + jitter[0], o[1] + jitter[1], o[0] + o[2] + jitter[2], o[1] + o[3] + jitter[3])
-            label = ("person", "vehicle")[o[6]]
-            found.append(Detection(o[6], label, float(rng.uniform(0.55, 0.95)), box))
-            if k % 5 == 0:
-                found.append(Detection(o[6], label, float(rng.uniform(0.1, 0.3)),
-                                       tuple(v + rng.normal(0, 0.2 * o[3]) for v in box)))
-        return found
-
-
 def bench_cost(n: int, frames: int, with_rules: bool) -> dict:
-    crowd = _Crowd(n, seed=n)
+    crowd = SyntheticCrowd(n, WIDTH, HEIGHT, seed=n)
     detections = [crowd.step(0.2) for _ in range(frames + 50)]
     if with_rules:
         analytics = CameraAnalytics("cam", TrackerSettings(), ZONES, TRIPWIRES)

@@ -141,3 +141,45 @@ def test_buffered_iou_grows_both_boxes():
     assert buffered_iou(a, b, np.array([0.0]))[0, 0] == 0.0
     grown = buffered_iou(a, b, np.array([0.2]))[0, 0]  # each 2 px wider on both sides: 2 px overlap of 14
     assert grown == pytest.approx(2 * 14 / (2 * 14 * 14 - 2 * 14))
+
+
+def _soak(frames: int) -> None:
+    """A crowd of 20 crossing the picture for `frames` frames at 5 fps, through 2 zones and a
+    tripwire: state stays bounded by the live tracks, and every count adds up."""
+    from agent.postprocess.analytics import CameraAnalytics
+    from agent.postprocess.zones import TripwireSettings, ZoneSettings
+    from hw_sim.analytics_eval import SyntheticCrowd
+
+    crowd = SyntheticCrowd(20, seed=3)
+    zones = [ZoneSettings("left", ((0, 0), (320, 0), (320, 480), (0, 480)), loiter_s=5.0),
+             ZoneSettings("all", ((0, 0), (640, 0), (640, 480), (0, 480)))]
+    analytics = CameraAnalytics("cam", TrackerSettings(max_tracks=64), zones,
+                                [TripwireSettings("mid", (320, 0), (320, 480))])
+    tracker = analytics.tracker
+    alerts = {kind: 0 for kind in analytics.counters}
+    most = 0
+    for k in range(frames):
+        for alert in analytics.update(k * 0.2, crowd.step(0.2)).alerts:
+            alerts[alert.kind] += 1
+        live = tracker.active
+        most = max(most, live + tracker.tentative)
+        assert all(rule.known <= live for rule in (*analytics.zones, *analytics.tripwires))
+        assert sum(analytics.zones[1].occupancy().values()) <= live
+    counters = tracker.counters
+    assert most <= 64 and counters["births_refused"] == 0
+    assert counters["confirmed"] == counters["ended"] + tracker.active  # no confirmed track unaccounted for
+    for zone in analytics.zones:
+        for label in ("person", "vehicle"):  # every entry left, or is still inside
+            assert zone.counters["enter"].get(label, 0) - zone.counters["exit"].get(label, 0) \
+                == zone.occupancy().get(label, 0)
+    assert alerts == analytics.counters and min(alerts.values()) > 0
+    print(f"{frames} frames: {counters}, alerts {alerts}, at most {most} tracks at once")
+
+
+def test_state_stays_bounded_and_counts_add_up():
+    _soak(3000)  # 10 minutes at 5 fps
+
+
+@pytest.mark.slow
+def test_state_stays_bounded_over_a_day_of_frames():
+    _soak(100_000)  # about 5.5 hours at 5 fps

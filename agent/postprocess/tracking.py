@@ -155,7 +155,12 @@ class Tracker:
 
     @property
     def active(self) -> int:
+        """Confirmed tracks alive (matched lately or coasting)."""
         return sum(1 for track in self._tracks if track.state is not TrackState.TENTATIVE)
+
+    @property
+    def tentative(self) -> int:
+        return sum(1 for track in self._tracks if track.state is TrackState.TENTATIVE)
 
     def update(self, t: float, detections: list[Detection]) -> TrackerUpdate:
         """Feed one inferred frame (monotonic time t, all its detections, weak ones included).

@@ -204,6 +204,11 @@ class Zone:
         self._presence: dict[int, _Presence] = {}
         self.counters: dict[str, dict[str, int]] = {"enter": {}, "exit": {}, "loitering": {}}
 
+    @property
+    def known(self) -> int:
+        """Tracks this zone holds state for: live ones only (an ended track is forgotten)."""
+        return len(self._presence)
+
     def occupancy(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for presence in list(self._presence.values()):  # list(): health reads it from another thread
@@ -272,6 +277,11 @@ class Tripwire:
         self.settings = settings
         self._side: dict[int, tuple[int, Point]] = {}  # track -> (side, latest point clearly on it)
         self.counters: dict[str, dict[str, int]] = {d: {} for d in DIRECTIONS}
+
+    @property
+    def known(self) -> int:
+        """Tracks this tripwire holds a side for: live ones only."""
+        return len(self._side)
 
     def update(self, t: float, tracks: Iterable[TrackedObject], ended: Iterable[EndedTrack]) -> list[Alert]:
         s = self.settings
