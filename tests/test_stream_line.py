@@ -13,11 +13,14 @@ import jsonschema
 import numpy as np
 import pytest
 
+from agent.config.analytics import StreamAnalyticsConfig
 from agent.infer.engine import Detector, Model
 from agent.ingest.motion import MotionSettings
 from agent.ingest.sources import Backoff, LiveSource, folder_opener
 from agent.lines.stream import StreamLine, StreamSettings
+from agent.postprocess.analytics import CameraAnalytics
 from agent.postprocess.inspection_rule import DefectRule
+from hw_sim import street_tracks
 from hw_sim.street_scene import StreetRenderer
 from models.evaluate import box_iou
 
@@ -81,7 +84,9 @@ def _run(line: StreamLine, sources, seconds: float, until=None) -> None:
 
 
 def test_two_cameras_are_batched_and_their_objects_reported(tmp_path, scenes, detector):
-    cams = {"east": scenes[:3], "west": scenes[3:]}
+    # Frames of different cameras share a batch only when they wait at the same time; each source
+    # keeps the phase it started with, so with two cameras a constant offset could keep them apart.
+    cams = {"east": scenes[:2], "west": scenes[2:4], "north": scenes[4:]}
     sources = {name: _source(name, _folder(tmp_path, name, shown), fps=6) for name, shown in cams.items()}
     recorder = Recorder()
     line = StreamLine("street", "box1", sources, detector, DefectRule(0.4), recorder,
@@ -91,7 +96,7 @@ def test_two_cameras_are_batched_and_their_objects_reported(tmp_path, scenes, de
     counters = line.counters
     assert counters["inferred"] >= 20 and counters["inference_errors"] == 0
     assert counters["batches"] < counters["inferred"], "frames of two cameras were never batched together"
-    assert {e["camera"] for e in recorder.events} == {"east", "west"}
+    assert {e["camera"] for e in recorder.events} == set(cams)
     # The events' boxes are the objects of the frames they name (folder frames loop in name
     # order), so frames, cameras and results were never mixed up on the way.
     matched = checked = 0
@@ -146,3 +151,101 @@ def test_paused_line_infers_nothing_and_an_offline_camera_is_a_problem(tmp_path,
     assert line.counters["inferred"] == 0 and line.counters["skipped_paused"] > 0
     assert "camera offline: dead" in [p for p in problems if p][-1]
     assert not line.stage_activity()["batch"]["alive"]  # stopped: the watchdog would see it
+
+
+ALERT_SEED = 19531  # a clip with a loiterer and crossings of the centre line in its first 12 s
+
+
+def test_analytics_publish_alerts_from_every_inferred_frame(tmp_path, scenes, detector):
+    """One camera with a tracker, a loitering zone, a zone and a tripwire; another without analytics.
+    Alert events are their own events, never rate-limited, and carry the ids the detections show."""
+    clip = street_tracks.clip(ALERT_SEED, 14.0, fps=5.0, persons=4, vehicles=3, loiterers=1)
+    (loiterer,) = street_tracks.loiterers(clip)
+    centre = ((320.0, 0.0), (320.0, 480.0))
+    assert street_tracks.line_crossings(clip[:60], *centre)  # the premise: something crosses the line
+    config = StreamAnalyticsConfig.model_validate({
+        "alert_crops": ["loitering", "line_cross"],
+        "cameras": {"east": {
+            "zones": [{"name": "spot", "polygon": street_tracks.hangout(clip, loiterer), "classes": ["person"],
+                       "loiter_s": 4.0, "events": []},
+                      {"name": "centre", "polygon": [[160, 200], [480, 200], [480, 480], [160, 480]]}],
+            "tripwires": [{"name": "middle", "line": [list(p) for p in centre]}]}}})
+    sources = {"east": _source("east", _folder(tmp_path, "east", clip), fps=5),
+               "west": _source("west", _folder(tmp_path, "west", scenes[:3]), fps=5)}
+    recorder = Recorder()
+    line = StreamLine("street", "box1", sources, detector, DefectRule(0.4), recorder,
+                      StreamSettings(max_fps=5, event_interval_s=2.0), analytics=config.build(["east"]))
+    kinds = lambda: {e["kind"] for e in list(recorder.events)}  # noqa: E731
+    _run(line, sources.values(), 12.0, until=lambda: {"loitering", "line_cross", "zone_enter"} <= kinds())
+
+    alert_schema = json.loads((SCHEMAS / "alert.json").read_text())
+    detections_schema = json.loads((SCHEMAS / "detections.json").read_text())
+    crop_schema = json.loads((SCHEMAS / "crop.json").read_text())
+    alerts = [e for e in recorder.events if e["kind"] != "detections"]
+    detections = [e for e in recorder.events if e["kind"] == "detections"]
+    for event in alerts:
+        jsonschema.validate(event, alert_schema)
+    for event in detections:
+        jsonschema.validate(event, detections_schema)
+    assert {"loitering", "line_cross", "zone_enter"} <= {e["kind"] for e in alerts}
+    assert all(e["camera"] == "east" for e in alerts)
+    # the loitering alert is the loiterer's, after loiter_s in the zone
+    loitering = [e for e in alerts if e["kind"] == "loitering"]
+    scene_of = lambda e: clip[(e["frame"]["seq"] - 1) % len(clip)]  # noqa: E731
+    assert [street_tracks.owner(scene_of(e), e["label"], e["box"]) for e in loitering] == [loiterer]
+    assert loitering[0]["zone"] == "spot" and loitering[0]["dwell_s"] >= 4.0 and loitering[0]["crop"] == 0
+    # track ids: on the east camera's detections only, and the alerts' tracks are among them
+    east = [d for e in detections if e["camera"] == "east" for d in e["detections"]]
+    west = [d for e in detections if e["camera"] == "west" for d in e["detections"]]
+    assert east and west and all("track_id" in d for d in east) and not any("track_id" in d for d in west)
+    assert {e["track_id"] for e in alerts} & {d["track_id"] for d in east}
+    # not rate-limited: more alerts than the 2 s interval would let through
+    assert len(alerts) > len([e for e in detections if e["camera"] == "east"])
+    crops = [(meta, event_id) for event_id, _, _, meta in recorder.crops if "alert" in meta]
+    assert {meta["alert"] for meta, _ in crops} <= {"loitering", "line_cross"} and crops
+    alert_ids = {e["event_id"]: e for e in alerts}
+    for meta, event_id in crops:
+        assert alert_ids[event_id]["crop"] == 0 and meta["track_id"] == alert_ids[event_id]["track_id"]
+        jsonschema.validate({**{k: str(v) for k, v in meta.items()}, "seq": "1"}, crop_schema)
+    # every inferred east frame went through the tracker, not only those that made an event
+    health = line.health()["analytics"]["east"]
+    assert health["frames"] + health["out_of_order"] == line.per_camera["east"]["inferred"]
+    assert line.per_camera["east"]["inferred"] > 3 * len([e for e in detections if e["camera"] == "east"])
+    assert health["alerts"]["loitering"] == 1 and line.counters["alerts"] == len(alerts)
+    assert set(line.health()["analytics"]) == {"east"}
+    print(f"{line.per_camera['east']['inferred']} east frames inferred, {len(alerts)} alerts "
+          f"({', '.join(sorted({e['kind'] for e in alerts}))}), analytics {health}")
+
+
+def test_analytics_for_a_camera_the_line_does_not_read_is_refused(tmp_path, scenes, detector):
+    source = _source("cam", _folder(tmp_path, "cam", scenes[:1]), fps=5)
+    analytics = StreamAnalyticsConfig().build(["other"])
+    with pytest.raises(ValueError, match="camera 'other'"):
+        StreamLine("street", "box1", {"cam": source}, detector, DefectRule(0.4), Recorder(), analytics=analytics)
+
+
+class _FailsOnce(CameraAnalytics):
+    """Real analytics with one injected fault: the first frame's update raises."""
+
+    def __init__(self, camera):
+        super().__init__(camera)
+        self.failed = False
+
+    def update(self, t, detections, frame_size=None):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("injected fault")
+        return super().update(t, detections, frame_size)
+
+
+def test_an_analytics_fault_costs_neither_the_detections_events_nor_later_frames(tmp_path, scenes, detector):
+    source = _source("cam", _folder(tmp_path, "cam", [scenes[0]] * 2), fps=6)  # a still street: tracks confirm
+    recorder = Recorder()
+    analytics = _FailsOnce("cam")
+    line = StreamLine("street", "box1", {"cam": source}, detector, DefectRule(0.4), recorder,
+                      StreamSettings(max_fps=6, event_interval_s=0.0), analytics={"cam": analytics})
+    _run(line, [source], 3.0)
+    assert line.counters["analytics_errors"] == 1 and line.counters["inferred"] >= 5
+    assert len(recorder.events) == line.counters["events"] == line.per_camera["cam"]["events"]
+    assert analytics.tracker.counters["frames"] == line.counters["inferred"] - 1
+    assert any(d["track_id"] is not None for e in recorder.events for d in e["detections"])

@@ -3,8 +3,10 @@
   camera readers (one per camera, LiveSource) -> [pump per camera] newest frame, rate cap, motion gate
       -> pending: the newest accepted frame of each camera (an older one still waiting is dropped, counted)
       -> [batch thread] the pending frames of one size as one batch -> AsyncDetector (THROUGHPUT hint)
-      -> OpenVINO callback -> results queue -> [deliver thread] thresholds, optional classifier,
-         one event per camera at most every `event_interval_s` while something is detected, crops
+      -> OpenVINO callback -> results queue -> [deliver thread] per camera, with analytics: every
+         inferred frame's detections -> tracker -> zones, tripwires, loitering -> one alert event each;
+         then thresholds, optional classifier, one `detections` event per camera at most every
+         `event_interval_s` while something is detected (with track ids), crops
 
 Several requests are in flight at once, so capture, inference and post-processing overlap; the
 batch thread blocks only while every request is busy, and meanwhile each camera's newest frame
@@ -31,7 +33,9 @@ from ..events import Detection, Frame
 from ..infer.engine import AsyncDetector, BadFrame, Detector
 from ..infer.geometry import crop_box
 from ..ingest.motion import MotionDetector, MotionSettings
+from ..postprocess.analytics import CameraAnalytics
 from ..postprocess.inspection_rule import DefectRule
+from ..postprocess.zones import Alert
 from .inspection import CropSettings, EVENT_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -55,9 +59,10 @@ class StreamLine:
     def __init__(self, name: str, device_id: str, cameras: dict, detector: Detector, rule: DefectRule,
                  publisher, settings: StreamSettings = StreamSettings(), cascade=None,
                  crops: CropSettings = CropSettings(), model_name: str = "",
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, analytics: dict[str, CameraAnalytics] | None = None):
         """cameras: name -> a live source (agent.ingest.sources.LiveSource); detector: compiled with
-        the THROUGHPUT hint; rule: per-class report thresholds (only its thresholds are used)."""
+        the THROUGHPUT hint; rule: per-class report thresholds (only its thresholds are used);
+        analytics: camera -> its tracker, zones and tripwires (agent.config.analytics builds them)."""
         self.name = name
         self.device_id = device_id
         self._cameras = cameras
@@ -77,7 +82,13 @@ class StreamLine:
         self._threads: list[threading.Thread] = []
         self._stage_threads: dict[str, threading.Thread] = {}
         self._busy_since: dict[str, float | None] = dict.fromkeys(STAGES)
-        self._async = AsyncDetector(detector, rule.lowest_threshold, self._on_result)
+        self._analytics = dict(analytics or {})
+        unknown = sorted(set(self._analytics) - set(cameras))
+        if unknown:
+            raise ValueError(f"stream line {name}: analytics for camera {unknown[0]!r}, which the line does not read")
+        # The tracker's second stage wants the weak detections the report thresholds leave out.
+        floor = min([rule.lowest_threshold, *(a.low_score for a in self._analytics.values())])
+        self._async = AsyncDetector(detector, floor, self._on_result)
         self._last_event: dict[str, float] = {}
         self._last_inferred: dict[str, float] = {}
         self._in_flight = 0
@@ -87,7 +98,7 @@ class StreamLine:
         self.warm_up_error: str | None = None
         self.counters = dict.fromkeys(
             ("frames", "skipped_rate", "skipped_still", "skipped_paused", "dropped_behind", "inferred", "batches",
-             "results_dropped", "inference_errors", "detections", "events", "crops"), 0)
+             "results_dropped", "inference_errors", "detections", "events", "alerts", "analytics_errors", "crops"), 0)
         self.per_camera = {cam: dict.fromkeys(("frames", "inferred", "detections", "events"), 0) for cam in cameras}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -239,10 +250,26 @@ class StreamLine:
                     log.exception("stream line %s: delivering camera %s frame %d failed", self.name, cam, frame.seq)
 
     def _deliver(self, cam: str, frame: Frame, found: list[Detection], infer_ms: float, batch: int) -> None:
+        track_ids: tuple[int | None, ...] | None = None
+        analytics = self._analytics.get(cam)
+        if analytics is not None:
+            # Every inferred frame, empty or not, and every detection down to the tracker's floor.
+            try:
+                result = analytics.update(frame.t_mono, found, (frame.image.shape[1], frame.image.shape[0]))
+            except Exception:  # a bug of ours in the analytics must not cost the detections event
+                track_ids = (None,) * len(found)
+                self.counters["analytics_errors"] += 1
+                log.exception("stream line %s: analytics failed on camera %s frame %d", self.name, cam, frame.seq)
+            else:
+                track_ids = result.track_ids
+                for alert in result.alerts:
+                    self._publish_alert(cam, frame, alert, alert.kind in analytics.alert_crops)
         rule = self.rule
-        found = [d for d in found if d.score >= rule.threshold_for(d.label)]
-        if not found:
+        kept = [i for i, d in enumerate(found) if d.score >= rule.threshold_for(d.label)]
+        if not kept:
             return
+        found = [found[i] for i in kept]
+        ids = None if track_ids is None else [track_ids[i] for i in kept]
         self.counters["detections"] += len(found)
         self.per_camera[cam]["detections"] += len(found)
         if frame.t_mono - self._last_event.get(cam, -1e9) < self._settings.event_interval_s:
@@ -254,33 +281,79 @@ class StreamLine:
             found = self._cascade.classify(frame.image, found)
             timings["classify"] = (time.perf_counter() - started) * 1000
         event_id = str(uuid.uuid4())
-        event = self.event_payload(event_id, cam, frame, found, timings, batch)
+        event = self.event_payload(event_id, cam, frame, found, timings, batch, ids)
         if self._publisher is None:
             return
         self._publisher.publish_event(self.name, event)
         self.counters["events"] += 1
         self.per_camera[cam]["events"] += 1
-        height, width = frame.image.shape[:2]
         for index, d in enumerate(found[: self._crops.max_per_event]):
-            x1, y1, x2, y2 = crop_box(d.box, width, height, self._crops.margin_px, self._crops.min_size_px)
-            ok, jpeg = cv2.imencode(".jpg", frame.image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, self._crops.jpeg_quality])
-            if not ok:
-                continue
-            meta = {"schema": EVENT_SCHEMA, "event_id": event_id, "camera": cam, "label": d.label,
-                    "score": round(d.score, 4), "crop": f"{x1},{y1},{x2},{y2}"}
+            meta = {"label": d.label, "score": round(d.score, 4)}
             if d.classification is not None:
                 meta["class"] = d.classification[0]
-            self._publisher.publish_crop(self.name, event_id, index, jpeg.tobytes(), meta)
-            self.counters["crops"] += 1
+            if ids is not None and ids[index] is not None:
+                meta["track_id"] = ids[index]
+            self._publish_crop(event_id, index, cam, frame, d.box, meta)
+
+    def _publish_crop(self, event_id: str, index: int, cam: str, frame: Frame, box, meta: dict) -> bool:
+        height, width = frame.image.shape[:2]
+        x1, y1, x2, y2 = crop_box(box, width, height, self._crops.margin_px, self._crops.min_size_px)
+        ok, jpeg = cv2.imencode(".jpg", frame.image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, self._crops.jpeg_quality])
+        if not ok:
+            return False
+        meta = {"schema": EVENT_SCHEMA, "event_id": event_id, "camera": cam, **meta, "crop": f"{x1},{y1},{x2},{y2}"}
+        self._publisher.publish_crop(self.name, event_id, index, jpeg.tobytes(), meta)
+        self.counters["crops"] += 1
+        return True
+
+    def _publish_alert(self, cam: str, frame: Frame, alert: Alert, crop: bool) -> None:
+        """Alerts are never rate-limited: each is its own event, in the order they happened."""
+        self.counters["alerts"] += 1
+        if self._publisher is None:
+            return
+        event_id = str(uuid.uuid4())
+        # A crop shows the track only when it was seen in this very frame (a lost track was not).
+        crop = crop and alert.score is not None and self._crops.max_per_event > 0
+        self._publisher.publish_event(self.name, self.alert_payload(event_id, cam, frame, alert, 0 if crop else None))
+        if crop:
+            self._publish_crop(event_id, 0, cam, frame, alert.box,
+                               {"label": alert.label, "score": round(alert.score, 4), "track_id": alert.track_id,
+                                "alert": alert.kind})
+
+    def alert_payload(self, event_id: str, cam: str, frame: Frame, alert: Alert, crop: int | None) -> dict:
+        def wall(t_mono: float) -> float:
+            return round(frame.t_wall + (t_mono - frame.t_mono), 3)
+
+        payload = {
+            "schema": EVENT_SCHEMA, "kind": alert.kind, "event_id": event_id, "device_id": self.device_id,
+            "line": self.name, "camera": cam, "ts": wall(alert.t),
+            "track_id": alert.track_id, "label": alert.label,
+            "score": None if alert.score is None else round(alert.score, 4),
+            "box": [round(v, 1) for v in alert.box], "point": [round(v, 1) for v in alert.point],
+            "track_started_ts": wall(alert.first_seen), "crop": crop,
+            "frame": {"camera": frame.camera, "seq": frame.seq, "width": frame.image.shape[1],
+                      "height": frame.image.shape[0]},
+        }
+        if alert.kind == "line_cross":
+            payload.update(tripwire=alert.name, direction=alert.direction, counts=alert.counts)
+        else:
+            payload.update(zone=alert.name, occupancy=alert.counts)
+        if alert.entered is not None:
+            payload.update(entered_ts=wall(alert.entered), dwell_s=round(alert.dwell_s, 3))
+        if alert.reason is not None:
+            payload["reason"] = alert.reason
+        return payload
 
     def event_payload(self, event_id: str, cam: str, frame: Frame, found: list[Detection], timings: dict,
-                      batch: int) -> dict:
+                      batch: int, track_ids: list[int | None] | None = None) -> dict:
         detections = []
         for index, d in enumerate(found):
             item = {"label": d.label, "score": round(d.score, 4), "box": [round(v, 1) for v in d.box],
                     "crop": index if index < self._crops.max_per_event else None}
             if d.classification is not None:
                 item["class"], item["class_score"] = d.classification[0], round(d.classification[1], 4)
+            if track_ids is not None:
+                item["track_id"] = track_ids[index]
             detections.append(item)
         counts: dict[str, int] = {}
         for d in found:
@@ -329,5 +402,6 @@ class StreamLine:
             "type": "stream", **self.counters, "paused": self.paused, "in_flight": self._in_flight,
             "queues": {"pending": len(self._pending), "results": self._results.qsize()},
             "cameras": self.per_camera,
+            "analytics": {cam: a.health() for cam, a in self._analytics.items()},
             "running": bool(self._threads) and all(t.is_alive() for t in self._threads),
         }
