@@ -52,6 +52,7 @@ class CellSettings:
     # downstream), timed from belt speed or from the SimPlc's encoder register. None: at once.
     timed_reject: str | None = None
     control: dict | None = None  # the agent config's `control` section; None: its defaults
+    sync: dict | None = None  # the agent config's `sync` section (hw_sim.cloud serves it); None: no sync
 
 
 def agent_config(broker: MosquittoBroker, plc: SimPlc, camera: SimCamera, model: Path, threshold: float,
@@ -196,6 +197,8 @@ class SimulatedCell:
             self.plc.set_belt(self.settings.belt.belt_speed_mps, ENCODER_COUNTS_PER_M)
             if self.settings.control is not None:
                 config["control"] = self.settings.control
+            if self.settings.sync is not None:
+                config["sync"] = self.settings.sync
             self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
             self.recorder = MqttRecorder(self.broker.host, self.broker.port, f"edge/{DEVICE_ID}/#")
             if self._broker_up:
