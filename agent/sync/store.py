@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -318,5 +317,4 @@ class BundleStore:
         return {"active": self._active.summary() if self._active else None,
                 "previous": self._previous.version if self._previous else None,
                 "highest": self.highest, "trial": self.trial,
-                "failed": {v: r for v, r in sorted(self.failed.items(), key=lambda kv: -int(kv[0]))[:5]},
-                "checked_at": round(time.time(), 3)}
+                "failed": {v: r for v, r in sorted(self.failed.items(), key=lambda kv: -int(kv[0]))[:5]}}
