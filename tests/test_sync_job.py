@@ -69,3 +69,32 @@ def test_a_healthy_trial_and_a_backlog_that_must_persist():
     problem, _ = trial_problem(limits, load(), trial, load(backlog=9), strikes)
     assert "throughput collapse" in problem
     assert trial_problem(limits, load(), trial, load(backlog=2), strikes) == (None, 0)
+
+
+def test_the_scheduled_sync_runs_at_its_moment_in_a_running_agent(tmp_path):
+    """Wiring: the retained status names tonight's moment; when it comes, the job syncs by itself."""
+    import time
+
+    from bundles import make, signing_key, sync_section
+    from hw_sim.cloud import SimCloud
+    from hw_sim.harness import DEVICE_ID, CellSettings, SimulatedCell
+
+    key, public = signing_key(tmp_path)
+    make(tmp_path / "cloud", 1, key)
+    with SimCloud(tmp_path / "cloud", tls=True) as cloud:
+        cloud.publish(1)
+        settings = CellSettings(sync=sync_section(cloud, public, window="02:00-04:00"))
+        with SimulatedCell(settings, workdir=tmp_path / "cell") as cell:
+            job = cell.app.sync
+            status = cell.recorder.wait_for(lambda ms: [m for m in ms if m.topic == f"edge/{DEVICE_ID}/sync"],
+                                            timeout=10)[-1].json()
+            moment = datetime.datetime.fromtimestamp(status["next_sync_at"])
+            assert datetime.time(2, 0) <= moment.time() < datetime.time(4, 0)
+            assert moment > datetime.datetime.now() and job.last is None
+            job.next_at = time.time()  # as if the clock had reached it
+            deadline = time.monotonic() + 30
+            while job.last is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert job.last is not None and (job.last.outcome, job.last.trigger) == ("activated", "schedule")
+            later = datetime.datetime.fromtimestamp(job.next_at)
+            assert later.date() > moment.date() and datetime.time(2, 0) <= later.time() < datetime.time(4, 0)

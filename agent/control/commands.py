@@ -422,7 +422,8 @@ def _status(server: CommandServer, args) -> tuple[str, str, dict]:
     for name, model in server.config.models.items():
         info = server.model_info.get(name)
         meta = getattr(info, "metadata", None) or {}
-        models[name] = {"path": str(model.path), "version": meta.get("version") or meta.get("date"),
+        path = info.path.parent if info is not None else model.path  # a sync bundle's slot, or the config's
+        models[name] = {"path": str(path), "version": meta.get("version") or meta.get("date"),
                         "adapter": getattr(info, "adapter", None)}
     lines = health.get("lines", {})
     last_errors = {f"camera {n}": s.get("last_error") for n, s in health.get("cameras", {}).items() if s.get("last_error")}

@@ -162,6 +162,7 @@ class SyncJob:
 
     # -- lifetime ------------------------------------------------------------------------
     def start(self) -> None:
+        self._plan()
         self._host.publish_sync_status()
         for outcome in self._pending_reports:
             self._finish(outcome)
@@ -195,21 +196,28 @@ class SyncJob:
 
     # -- the thread ----------------------------------------------------------------------
     def _loop(self) -> None:
-        self._plan()
         while not self._stop.is_set():
-            with self._requests_lock:
-                waiting, self._requested = self._requested, []
+            try:
+                self._step()
+            except Exception:  # ours: log it and carry on, the schedule and the trial must go on
+                log.exception("sync job")
+            self._wake.wait(self.settings.trial.check_interval_s if self.store.trial else 1.0)
+            self._wake.clear()
+
+    def _step(self) -> None:
+        with self._requests_lock:
+            waiting, self._requested = self._requested, []
+        try:
             if waiting:
                 self._run("command")
-                for done in waiting:
-                    done.set()
             elif self.next_at is not None and self._clock() >= self.next_at:
                 self._run("schedule")
                 self._plan()
-            if self.store.trial is not None:
-                self._check_trial()
-            self._wake.wait(self.settings.trial.check_interval_s if self.store.trial else 1.0)
-            self._wake.clear()
+        finally:
+            for done in waiting:
+                done.set()
+        if self.store.trial is not None:
+            self._check_trial()
 
     def _plan(self) -> None:
         window = self.settings.window
@@ -297,6 +305,8 @@ class SyncJob:
                 log.exception("preparing version %d for the lines failed", slot.version)
                 return Outcome(REFUSED, "model_unusable", f"version {slot.version}: the lines cannot load it: {exc}",
                                slot.version, trigger)
+            if self._stop.is_set():  # the agent stops: no switch under lines that are stopping
+                return Outcome(FAILED, "stopped", "the agent is stopping", slot.version, trigger)
             previous = self.store.active
             now = self._clock()
             load = self._host.line_load()

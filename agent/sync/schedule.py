@@ -34,11 +34,11 @@ def next_run(now: datetime.datetime, window: tuple[int, int], rng: random.Random
     """(when to sync, the start of the window that is in): a random moment in the window under way,
     unless it has had its sync already, else in the next one. Times are naive local time."""
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    for day in (-1, 0, 1):
+    for day in (-1, 0, 1, 2):
         start = midnight + datetime.timedelta(days=day, minutes=window[0])
         end = start + window_length(window)
         if end <= now or start == done_window_start:
             continue
         earliest = max(start, now)
         return earliest + (end - earliest) * rng.random(), start
-    raise AssertionError("unreachable: tomorrow's window is always ahead")
+    raise AssertionError("unreachable: one of the next two windows is always ahead")
