@@ -5,7 +5,7 @@
 The simulated cell runs parts at `--rate` per minute while the agent syncs `--swaps` bundles
 in turn (INT8 and FP32 inspection detectors, each with a product database and golden set)
 from hw_sim.cloud over HTTPS on loopback. It prints each phase's time (manifest, download,
-golden and database checks, switch), and trigger -> PLC result latency for the parts that
+golden and database checks, switch), what was downloaded and what reused, and trigger -> PLC result latency for the parts that
 arrived while a sync ran against the others, plus parts without a result or late.
 """
 
@@ -88,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, values in timings.items():
         if values:
             print(f"  {name:<11} median {statistics.median(values) * 1000:7.1f} ms   max {max(values) * 1000:7.1f} ms")
+    reused = [o.details["reused"] for o in activated]
+    downloaded = [o.details["bytes"] / 1e6 for o in activated]
+    if activated:
+        print(f"  per sync: {statistics.median(downloaded):.2f} MB downloaded, {statistics.median(reused):g} unchanged "
+              "files copied from a local slot (median)")
     golden = [g["latency_ms_p50"] for o in activated for g in o.details["golden"]]
     if golden:
         print(f"  golden check, median detect per image: {statistics.median(golden):.1f} ms")

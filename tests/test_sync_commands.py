@@ -156,7 +156,7 @@ def test_refused_bundles_are_never_activated_and_the_reason_is_reported(world, c
     if fault == "bad_signature":
         cloud.inject(fault, count=10, path="/manifest.json")
     elif fault == "wrong_hash":
-        cloud.inject(fault, count=10, path=f"/{version}/models/defects/*.bin")
+        cloud.inject(fault, count=10, path=f"/{version}/catalog.db")  # new in every version: downloaded
     elif fault == "http_500":
         cloud.inject(fault, count=10, path=f"/{version}/catalog.db")
     try:
@@ -178,7 +178,11 @@ def test_refused_bundles_are_never_activated_and_the_reason_is_reported(world, c
 
 def test_model_rollback_goes_back_and_the_version_left_is_not_installed_again(world):
     cloud, cell, requester, _ = world
-    assert sync_now(cloud, requester, 7)["data"]["outcome"] == "activated"
+    update = sync_now(cloud, requester, 7)
+    assert update["data"]["outcome"] == "activated"
+    # the INT8 model and golden images of 7 are those of 1, the previous slot: copied, not downloaded
+    assert update["data"]["details"]["reused"] == 7 and cloud.requests_for("/7/models/*") == []
+    assert [r.path for r in cloud.requests_for("/7/*")] == ["/7/catalog.db"]
     wait_for(lambda: cell.app.sync.store.trial is None, timeout=30)
     reply = command(requester, "model/rollback", {"reason": "operator saw false rejects"})
     assert reply["ok"] and reply["data"]["outcome"] == "rolled_back" and reply["data"]["details"]["to"] == 2, reply

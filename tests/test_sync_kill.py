@@ -178,15 +178,15 @@ def _kills(device: Device, kills: int, seed: int) -> None:
     sync_s = first["data"]["details"]["timings"]["total_s"]
     time.sleep(1.5)  # its trial
     # Kill moments spread from before the manifest is fetched to after the 1 s trial, in random order;
-    # the model's weights download in about 1 s, so that kills land in the download too.
+    # the product database (new in every version) downloads in about 1 s, so kills land there too.
     span = sync_s + 1.0 + 1.0 + 1.0
     delays = [span * (i + rng.random()) / kills for i in range(kills)]
     rng.shuffle(delays)
     old, outcomes, phases = 1, Counter(), Counter()
     for version, delay in zip(range(2, kills + 2), delays):
         device.cloud.publish(version)
-        weights = next((device.cloud.root / str(version) / "models" / "defects").glob("*.bin"))
-        device.cloud.inject("slow", path=f"/{version}/models/defects/*.bin", rate=weights.stat().st_size)
+        database = device.cloud.root / str(version) / "catalog.db"
+        device.cloud.inject("slow", path=f"/{version}/catalog.db", rate=database.stat().st_size)
         assert device.command("sync/now")["ok"]
         time.sleep(delay)
         phases[_phase(device, version)] += 1

@@ -7,8 +7,9 @@ One thread ("sync") runs it all, one thing at a time:
                network failure; and whenever `sync/now` asks
     fetch      the manifest (If-None-Match), refused unless a trusted key signed it, it has
                not expired, and its version is not lower than the highest installed
-    stage      each artefact downloaded (resumed, size-limited) into a staging folder beside
-               the slots and checked against its sha256
+    stage      each artefact into a staging folder beside the slots: copied from the active or
+               previous slot when unchanged, else downloaded (resumed, size-limited); every one
+               checked against its sha256
     check      the product database (integrity, schema) and every model on the golden set
     switch     the slot committed, the lines' new models compiled and warmed for their
                cameras, `active` renamed over, and the lines swapped between two inspections
@@ -24,15 +25,18 @@ from __future__ import annotations
 import datetime
 import logging
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 from .. import catalog
 from .download import DownloadError, Fetcher, FetchSettings
+from .files import fsync_file, sha256_file
 from .golden import GoldenSettings, check_model
 from .manifest import Manifest, ManifestError, canonical, verify
 from .schedule import next_run, window_length
@@ -319,12 +323,12 @@ class SyncJob:
             self._trial_base, self._backlog_strikes = self._host.line_load(), 0
             timings["switch_s"] = round(time.monotonic() - t0, 3)
             timings["total_s"] = round(time.monotonic() - started, 3)
-            golden = timings.pop("golden", [])
+            golden, reused = timings.pop("golden", []), timings.pop("reused", 0)
             self._etag = response.etag
             return Outcome(ACTIVATED, "ok", f"version {slot.version} active (was {_name(previous)}); on trial for "
                            f"{self.settings.trial.duration_s:g} s", slot.version, trigger,
                            details={"timings": timings, "golden": golden, "bytes": fetcher.bytes_downloaded,
-                                    "resumes": fetcher.resumes, "retries": fetcher.retries})
+                                    "reused": reused, "resumes": fetcher.resumes, "retries": fetcher.retries})
 
     def _admit(self, manifest: Manifest) -> None:
         store, version = self.store, manifest.version
@@ -364,14 +368,19 @@ class SyncJob:
         try:
             self.phase = "download"
             t0 = time.monotonic()
+            local, reused = self._local_artefacts(), 0
             for path, artefact in manifest.artefacts.items():
+                target = staging.file(path)
+                if artefact.sha256 in local and _copy_verified(local[artefact.sha256], target, artefact):
+                    reused += 1  # unchanged since a bundle this device has: not downloaded
+                    continue
                 try:
-                    fetcher.download(urljoin(self.settings.manifest_url, artefact.url), staging.file(path),
+                    fetcher.download(urljoin(self.settings.manifest_url, artefact.url), target,
                                      artefact.size, artefact.sha256, deadline)
                 except DownloadError as exc:
                     final = exc.code in ("bad_hash", "too_large")
                     raise _Refused(REFUSED if final else FAILED, exc.code, f"{path}: {exc}") from None
-            timings["download_s"] = round(time.monotonic() - t0, 3)
+            timings["download_s"], timings["reused"] = round(time.monotonic() - t0, 3), reused
             self.phase = "check"
             t0 = time.monotonic()
             if manifest.catalog is not None:
@@ -407,6 +416,15 @@ class SyncJob:
         finally:
             if not committed:
                 self.store.discard(staging)
+
+    def _local_artefacts(self) -> dict[str, Path]:
+        """sha256 -> a file with that content in the active or previous slot."""
+        found = {}
+        for slot in (self.store.active, self.store.previous):
+            if slot is not None:
+                for path, artefact in slot.manifest.artefacts.items():
+                    found.setdefault(artefact.sha256, slot.path / path)
+        return found
 
     # -- trial ---------------------------------------------------------------------------
     def _check_trial(self) -> None:
@@ -490,6 +508,19 @@ def trial_problem(limits: TrialSettings, base: dict, trial: dict, load: dict, st
     if strikes >= 2:
         return f"{limits.max_backlog} or more frames waiting for inference (throughput collapse)", strikes
     return None, strikes
+
+
+def _copy_verified(source: Path, target: Path, artefact) -> bool:
+    """Copy an unchanged artefact from a local slot; False (and nothing left) unless it matches."""
+    try:
+        shutil.copyfile(source, target)
+        fsync_file(target)
+        if target.stat().st_size == artefact.size and sha256_file(target) == artefact.sha256:
+            return True
+    except OSError as exc:
+        log.warning("cannot reuse %s (%s): downloading it", source, exc)
+    target.unlink(missing_ok=True)
+    return False
 
 
 def _name(slot: Slot | None) -> str:
