@@ -181,11 +181,16 @@ class SyncJob:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self._thread = None
-        with self._lock:
+        if not self._lock.acquire(timeout=timeout_s):  # a golden run or compile that would not stop
+            log.warning("sync: still busy at stop; a trial, if any, will count this stop as a crash")
+            return
+        try:
             trial = self.store.trial
             if trial is not None:
                 trial["clean_stop"] = True
                 self.store.save()
+        finally:
+            self._lock.release()
 
     def request(self, force: bool = False) -> threading.Event:
         """Sync as soon as the thread is free; the event is set when that sync has finished.
