@@ -44,7 +44,7 @@ def world(tmp_path_factory):
     (root / "6" / "models" / "defects" / "inspection-detector.xml").write_text("<net><layers>")
     resign(root / "6", key, _rehash(root / "6", "models/defects/inspection-detector.xml"))  # signed, unusable
     with SimCloud(root, tls=True) as cloud:
-        settings = CellSettings(seed=5, sync=sync_section(cloud, public, trial={"duration_s": 2}))
+        settings = CellSettings(seed=5, sync=sync_section(cloud, public, trial={"duration_s": 4}))
         with SimulatedCell(settings, workdir=tmp / "cell") as cell:
             with MqttRequester(cell.broker.host, cell.broker.port, reply_topic=f"{BASE}/replies/sync") as requester:
                 yield cloud, cell, requester, key

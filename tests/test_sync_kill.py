@@ -239,7 +239,8 @@ def test_a_crash_during_the_trial_reverts_and_a_clean_restart_does_not(device):
     device.wait_online()
     device.cloud.publish(1)
     assert device.command("sync/now", {"wait_s": 30})["data"]["outcome"] == "activated"
-    time.sleep(3)
+    device.recorder.wait_for(lambda ms: any(m.topic == f"{BASE}/sync/events" and m.json()["outcome"] == "trial_passed"
+                                            for m in ms), timeout=30)
     device.stop()
     device.write_config(trial_s=600.0)  # a long trial for version 2
     device.start()

@@ -214,6 +214,8 @@ class SyncJob:
             self._wake.clear()
 
     def _step(self) -> None:
+        if self.store.trial is not None:  # first: a trial that is due ends before a sync is refused for it
+            self._check_trial()
         with self._requests_lock:
             waiting, self._requested = self._requested, []
         try:
@@ -225,8 +227,6 @@ class SyncJob:
         finally:
             for done in waiting:
                 done.set()
-        if self.store.trial is not None:
-            self._check_trial()
 
     def _plan(self) -> None:
         window = self.settings.window
