@@ -18,14 +18,17 @@ from .act.http import HttpAction, HttpActionSettings, PublisherWithHttp
 from .act.plc import ModbusPlc, PlcRegisterMap, RtuLink, TcpLink
 from .act.reject_timing import RejectTimer, RejectTiming
 from .config import AgentConfig
+from .config.schema import walk_triggers
 from .deliver.mqtt import MqttPublisher, MqttSettings
 from .deliver.outbox import Outbox, OutboxSettings, OutboxStore
 from .gpio import EdgeInput, LatchOutput, PulseOutput, StackLight, make_pin_factory
 from .infer.cascade import Cascade
 from .infer.engine import Classifier, Detector, Model, ModelLoadError
 from .ingest.camera import HttpSnapshotCamera
+from .ingest.composite_trigger import CompositeTrigger
 from .ingest.interval_trigger import IntervalTrigger
 from .ingest.motion import MotionDetector, MotionSettings, MotionTrigger
+from .ingest.plc_trigger import PlcTrigger
 from .ingest.scale import ScaleTrigger
 from .ingest.sources import Backoff, LiveSource, file_opener, folder_opener, stream_opener, v4l2_opener
 from .lines.inspection import CropSettings, InspectionLine
@@ -102,7 +105,8 @@ class App:
         self._closers.append(self.plc.close)
 
         needs_gpio = config.gpio.stack_light is not None or any(
-            line.trigger.type == "gpio" or line.reject_output or line.stop_line_output for line in config.lines.values())
+            line.reject_output or line.stop_line_output or
+            any(trigger.type == "gpio" for _, trigger in walk_triggers(line.trigger)) for line in config.lines.values())
         if pin_factory is None and needs_gpio:
             pin_factory = make_pin_factory(config.gpio.pin_factory)
         self.pin_factory = pin_factory
@@ -126,9 +130,7 @@ class App:
             reject_timer = self._make_reject_timer(name, line_config, reject_output)
             publisher = self.outbox
             if line_config.webhooks:
-                actions = [HttpAction(HttpActionSettings(
-                    hook.url, frozenset(hook.on), hook.timeout_ms / 1000, hook.retries, hook.backoff_ms / 1000,
-                    queue_size=hook.queue_size), name=f"{name}-webhook{i}") for i, hook in enumerate(line_config.webhooks)]
+                actions = [self._make_http_action(name, i, hook) for i, hook in enumerate(line_config.webhooks)]
                 self.http_actions.extend(actions)
                 publisher = PublisherWithHttp(self.outbox, actions)
             line = InspectionLine(
@@ -150,6 +152,7 @@ class App:
                 crops=CropSettings(**line_config.crops.model_dump()),
                 queue_size=line_config.queue_size,
                 model_name=line_models[name][2],
+                burst_frames=line_config.burst.frames if line_config.burst else 1,
             )
             self.lines[name] = line
             self._inputs.append((line, line_config.trigger))
@@ -178,6 +181,14 @@ class App:
                                request_restart=self._request_restart, model_info=model_info)
         server.listen()  # subscribed from the first connection; handled once start() has run the lines
         return server
+
+    def _make_http_action(self, line: str, index: int, hook) -> HttpAction:
+        """A webhook of `line`; its calls wait in the outbox file under LINE/NAME."""
+        settings = HttpActionSettings(
+            hook.url, frozenset(hook.on), timeout_s=hook.timeout_ms / 1000, backoff_s=hook.backoff_ms / 1000,
+            backoff_max_s=hook.backoff_max_ms / 1000, max_age_s=hook.max_age_h * 3600,
+            max_pending=hook.max_pending, max_bytes=hook.max_bytes)
+        return HttpAction(f"{line}/{hook.name_at(index)}", settings, self.outbox_store.http)
 
     def _make_reject_timer(self, name: str, line_config, reject_output) -> RejectTimer | None:
         timing = line_config.reject_timing
@@ -214,6 +225,11 @@ class App:
         for action in self.http_actions:
             action.start()
             self._closers.append(action.close)
+        unknown = {t: c["pending"] for t, c in self.outbox_store.http.counters().items()
+                   if c["pending"] and t not in {a.target for a in self.http_actions}}
+        for target, pending in unknown.items():
+            log.warning("outbox: %d HTTP calls wait for %s, which is no longer configured; they stay in %s "
+                        "until a webhook of that name is configured again", pending, target, self.outbox_store.path)
         for camera in self.cameras.values():
             camera.start()
             self._closers.append(camera.close)
@@ -240,16 +256,39 @@ class App:
         log.info("edge-agent %s running: device %s, lines %s", __version__, self.config.device.id, ", ".join(self.lines))
 
     def _make_trigger(self, line: InspectionLine, trigger):
-        camera = self.cameras[self.config.lines[line.name].camera]
+        line_config = self.config.lines[line.name]
+        camera = self.cameras[line_config.camera]
+        frames = line_config.burst.frames if line_config.burst else 1
+        source_name = _trigger_source(trigger)
 
-        def fire(source_name: str):
-            def on_fire(t_mono: float, weight_g: float | None = None):
-                camera.expect(t_mono)  # keep the frame that belongs to this trigger for the line
-                line.on_trigger(t_mono, source_name, weight_g)
-            return on_fire
+        def on_fire(t_mono: float, weight_g: float | None = None, plc_trigger_id: int | None = None):
+            camera.expect(t_mono, frames)  # keep the frame(s) that belong to this trigger for the line
+            line.on_trigger(t_mono, source_name, weight_g, plc_trigger_id)
 
+        return self._build_trigger(line.name, camera, trigger, on_fire)
+
+    def _build_trigger(self, line_name: str, camera, trigger, on_fire):
+        """One trigger from its config; a combination builds its members, each feeding it."""
+        if trigger.type in ("all_of", "any_of"):
+            combination = CompositeTrigger(
+                trigger.type, len(trigger.members), on_fire, window_s=getattr(trigger, "window_ms", 0) / 1000,
+                cooldown_s=trigger.cooldown_ms / 1000, name=line_name)
+            members = []
+            try:
+                for i, member in enumerate(trigger.members):
+                    members.append(self._build_trigger(line_name, camera, member, combination.member_input(i)))
+            except BaseException:
+                combination.attach(members)
+                combination.close()  # the members already running stop with it
+                raise
+            combination.attach(members)
+            return combination
+        if trigger.type == "plc":
+            return PlcTrigger(self.plc, on_fire, poll_s=trigger.poll_ms / 1000, fire_on=trigger.fire_on,
+                              present_from_coil=trigger.part_present == "coil",
+                              stale_after_s=trigger.stale_after_ms / 1000, name=line_name)
         if trigger.type == "gpio":
-            return EdgeInput(trigger.pin, self.pin_factory, fire("gpio"), edge=trigger.edge,
+            return EdgeInput(trigger.pin, self.pin_factory, on_fire, edge=trigger.edge,
                              pull_up=trigger.pull_up, debounce_s=trigger.debounce_ms / 1000)
         if trigger.type == "motion":
             settings = MotionSettings(
@@ -258,17 +297,17 @@ class App:
                 mask=tuple(tuple(polygon) for polygon in trigger.mask),
             )
             watched = self.cameras[trigger.camera] if trigger.camera else camera
-            return MotionTrigger(watched, MotionDetector(settings), fire("motion"), cooldown_s=trigger.cooldown_ms / 1000,
-                                 max_fps=trigger.max_fps, quiet_frames=trigger.quiet_frames, name=line.name)
+            return MotionTrigger(watched, MotionDetector(settings), on_fire, cooldown_s=trigger.cooldown_ms / 1000,
+                                 max_fps=trigger.max_fps, quiet_frames=trigger.quiet_frames, name=line_name)
         if trigger.type == "scale":
             port = SerialPort(trigger.port, trigger.baudrate, trigger.bytesize, trigger.parity, trigger.stopbits)
             return ScaleTrigger(
-                port, trigger.protocol, fire("scale"), threshold_g=trigger.threshold_g, direction=trigger.direction,
+                port, trigger.protocol, on_fire, threshold_g=trigger.threshold_g, direction=trigger.direction,
                 confirm=trigger.confirm_readings, poll_interval_s=trigger.poll_interval_ms / 1000,
                 reply_timeout_s=trigger.reply_timeout_ms / 1000, unstable_after_s=trigger.unstable_after_s,
-                toledo_checksum=trigger.checksum, name=line.name,
+                toledo_checksum=trigger.checksum, name=line_name,
             )
-        return IntervalTrigger(trigger.period_ms / 1000, fire("interval"), line.name)
+        return IntervalTrigger(trigger.period_ms / 1000, on_fire, line_name)
 
     def stop(self) -> None:
         """Sensors off, in-flight inspections finished, then PLC and broker links closed."""
@@ -291,7 +330,7 @@ class App:
             "cameras": {name: cam.stats() for name, cam in self.cameras.items()},
             "triggers": {name: trigger.stats() for name, trigger in self.triggers.items() if hasattr(trigger, "stats")},
             "plc": {**self.plc.stats(), "heartbeat": self.heartbeat.stats()},
-            **({"http_actions": {a.name: a.stats() for a in self.http_actions}} if self.http_actions else {}),
+            **({"http_actions": {a.target: a.stats() for a in self.http_actions}} if self.http_actions else {}),
             "mqtt": self.publisher.stats(),
             "outbox": self.outbox.stats(),
             **({"commands": self.control.stats()} if self.control is not None else {}),
@@ -350,9 +389,10 @@ class App:
 
     @staticmethod
     def _load_model(config: AgentConfig, name: str, path) -> Model:
-        """Triggered lines want the LATENCY hint; the config names the device."""
+        """Triggered lines want the LATENCY hint; the config names the device and the resize."""
         model = config.models[name]
-        return Model(path, device=model.device, performance_hint="LATENCY", cache_dir=config.model_cache_dir)
+        return Model(path, device=model.device, performance_hint="LATENCY", cache_dir=config.model_cache_dir,
+                     resize=model.resize)
 
     def _model_info(self, line_models: dict[str, tuple]) -> dict:
         info = {}
@@ -443,6 +483,13 @@ def _make_sync_job(settings, store, keys, host):
         golden=GoldenSettings(**settings.golden.model_dump()),
         trial=TrialSettings(**settings.trial.model_dump()),
     ), store, keys, host)
+
+
+def _trigger_source(trigger) -> str:
+    """The event's trigger.source: the type, or e.g. all_of(motion,scale) for a combination."""
+    if trigger.type in ("all_of", "any_of"):
+        return f"{trigger.type}({','.join(_trigger_source(member) for member in trigger.members)})"
+    return trigger.type
 
 
 def _make_camera(name: str, cam):

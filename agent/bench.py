@@ -1,7 +1,8 @@
 """`edge-agent bench`: our pipeline beside OpenVINO's own benchmark_app, on the same IR, in one run.
 
 Prints figures; asserts nothing. Frames are synthetic 640x480 BGR (content barely matters to
-speed), or real images from --images.
+speed), or real images from --images. The pipeline is measured with the default resize (on the
+host, by cv2, for CPU) and with OpenVINO's in-graph resize, side by side.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -44,9 +46,9 @@ def benchmark_app_fps(xml: Path, hint: str, seconds: int) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: float = 0.25) -> float:
-    """Sustained frames/s through the agent's async path: in-graph preprocess, infer, decode + NMS."""
-    model = Model(xml, performance_hint="THROUGHPUT")
+def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: float = 0.25, resize: str = "auto") -> float:
+    """Sustained frames/s through the agent's async path: preprocess, infer, decode + NMS."""
+    model = Model(xml, performance_hint="THROUGHPUT", resize=resize)
     done = [0]
     lock = threading.Lock()
 
@@ -55,7 +57,7 @@ def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: floa
             done[0] += len(detections)
 
     runner = AsyncDetector(Detector(model), conf, on_result)
-    for frame in frames[:4]:  # compile and warm up
+    for frame in frames[:8]:  # compile and warm up
         runner.submit([frame])
     runner.wait_all()
     done[0] = 0
@@ -68,17 +70,29 @@ def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: floa
     return done[0] / (time.perf_counter() - started)
 
 
-def pipeline_latency_ms(xml: Path, frames: list[np.ndarray], runs: int = 200, conf: float = 0.25) -> list[float]:
-    """Per-frame latency, LATENCY hint: preprocess + infer + decode + NMS, one frame at a time."""
+def pipeline_latency_ms(xml: Path, frames: list[np.ndarray], runs: int = 300, conf: float = 0.25) -> dict[str, list[float]]:
+    """Per-frame latency, LATENCY hint, one frame at a time, by stage: JPEG decode of the camera
+    frame, preprocess (host resize), infer (in-graph pad/colour/scale + the network), decode + NMS."""
     detector = Detector(xml, performance_hint="LATENCY")
+    model = detector.model
+    jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for f in frames]
     for frame in frames[:5]:
         detector.detect(frame, conf)
-    times = []
+    stages: dict[str, list[float]] = {"decode": [], "preprocess": [], "infer": [], "nms": [], "total": []}
     for i in range(runs):
-        started = time.perf_counter()
-        detector.detect(frames[i % len(frames)], conf)
-        times.append((time.perf_counter() - started) * 1000)
-    return times
+        t0 = time.perf_counter()
+        frame = cv2.imdecode(jpegs[i % len(jpegs)], cv2.IMREAD_COLOR)
+        t1 = time.perf_counter()
+        prepared = model.prepare(frame)
+        request = detector._request(frame.shape[:2], 1)
+        t2 = time.perf_counter()
+        request.infer({0: prepared[None]})
+        t3 = time.perf_counter()
+        detector.decode(request.get_output_tensor(0).data, frame.shape[:2], conf)
+        t4 = time.perf_counter()
+        for key, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
+            stages[key].append(value * 1000)
+    return stages
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -86,27 +100,49 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def run(models: list[tuple[str, Path]], seconds: int, images: Path | None, out=sys.stdout) -> dict:
+def run(models: list[tuple[str, Path]], seconds: int, images: Path | None, out=sys.stdout, rounds: int = 3) -> dict:
     frames = _frames(images)
-    out.write(f"CPU: {os.cpu_count()} cores; frames {frames[0].shape[1]}x{frames[0].shape[0]}; {seconds} s per figure\n\n")
+    out.write(f"CPU: {os.cpu_count()} cores; frames {frames[0].shape[1]}x{frames[0].shape[0]}; "
+              f"medians of {rounds} interleaved rounds of {seconds} s per figure\n\n")
     table = {}
     for name, xml in models:
-        row = {
-            "benchmark_app_throughput_fps": benchmark_app_fps(xml, "throughput", seconds),
-            "benchmark_app_latency_fps": benchmark_app_fps(xml, "latency", seconds),
-            "pipeline_fps": pipeline_fps(xml, frames, seconds),
-        }
-        latency = pipeline_latency_ms(xml, frames)
-        row["latency_p50_ms"], row["latency_p99_ms"] = _pct(latency, 50), _pct(latency, 99)
+        # Interleaved rounds, medians: a load change on a shared machine then hits every figure alike.
+        rounds_of: dict[str, list[float]] = {}
+        for _ in range(rounds):
+            for key, measure in (
+                ("benchmark_app_throughput_fps", lambda: benchmark_app_fps(xml, "throughput", seconds)),
+                ("pipeline_fps", lambda: pipeline_fps(xml, frames, seconds)),
+                ("benchmark_app_latency_fps", lambda: benchmark_app_fps(xml, "latency", seconds)),
+                ("pipeline_graph_resize_fps", lambda: pipeline_fps(xml, frames, seconds, resize="graph")),
+            ):
+                value = measure()
+                if value is not None:
+                    rounds_of.setdefault(key, []).append(value)
+        row = {key: (statistics.median(rounds_of[key]) if key in rounds_of else None) for key in (
+            "benchmark_app_throughput_fps", "benchmark_app_latency_fps", "pipeline_fps", "pipeline_graph_resize_fps")}
+        row["pipeline_ratio_per_round"] = [p / b for p, b in zip(rounds_of.get("pipeline_fps", []),
+                                                                 rounds_of.get("benchmark_app_throughput_fps", []))]
+        stages = pipeline_latency_ms(xml, frames)
+        row["latency_p50_ms"], row["latency_p99_ms"] = _pct(stages["total"], 50), _pct(stages["total"], 99)
+        row["stages_p50_ms"] = {key: _pct(values, 50) for key, values in stages.items() if key != "total"}
         table[name] = row
-    header = f"{'model':<6} {'benchmark_app tput':>19} {'benchmark_app lat':>18} {'pipeline':>9} {'ratio':>6} {'latency p50/p99':>17}"
+    header = (f"{'model':<6} {'benchmark_app tput':>19} {'benchmark_app lat':>18} {'pipeline':>10} {'ratio':>6} "
+              f"{'graph resize':>13} {'ratio':>6} {'latency p50/p99':>18}")
     out.write(header + "\n" + "-" * len(header) + "\n")
+    fmt = lambda v: f"{v:.1f} FPS" if v else "n/a"  # noqa: E731
     for name, row in table.items():
         bapp = row["benchmark_app_throughput_fps"]
-        ratio = f"{row['pipeline_fps'] / bapp:.2f}" if bapp else "n/a"
-        fmt = lambda v: f"{v:.1f} FPS" if v else "n/a"  # noqa: E731
+        ratio = lambda v: f"{v / bapp:.2f}" if bapp else "n/a"  # noqa: E731
         out.write(f"{name:<6} {fmt(bapp):>19} {fmt(row['benchmark_app_latency_fps']):>18} "
-                  f"{row['pipeline_fps']:>5.1f} FPS {ratio:>6} {row['latency_p50_ms']:>6.2f} / {row['latency_p99_ms']:.2f} ms\n")
+                  f"{fmt(row['pipeline_fps']):>10} {ratio(row['pipeline_fps']):>6} "
+                  f"{fmt(row['pipeline_graph_resize_fps']):>13} {ratio(row['pipeline_graph_resize_fps']):>6} "
+                  f"{row['latency_p50_ms']:>7.2f} / {row['latency_p99_ms']:.2f} ms\n")
+    for name, row in table.items():
+        ratios = ", ".join(f"{r:.2f}" for r in row["pipeline_ratio_per_round"])
+        out.write(f"{name:<6} pipeline / benchmark_app throughput, per round: {ratios}\n")
+    out.write("\nper-frame latency p50 by stage (ms): JPEG decode, preprocess (host resize), infer, decode + NMS\n")
+    for name, row in table.items():
+        out.write(f"{name:<6} " + "  ".join(f"{k} {v:.3f}" for k, v in row["stages_p50_ms"].items()) + "\n")
     if "int8" in table and "fp32" in table:
         def speedup(key):
             a, b = table["int8"][key], table["fp32"][key]

@@ -37,7 +37,8 @@ def cmd_check_config(args) -> int:
 
 
 def build_app(config, **kwargs):
-    """Build the App, turning user errors (model, pin, outbox path) into UserError."""
+    """Build the App, turning user errors (model, pin, outbox path, PLC settings) into UserError."""
+    from .act.plc import PlcError
     from .app import App
     from .control.auth import ControlSetupError
     from .deliver.outbox import OutboxError
@@ -47,7 +48,7 @@ def build_app(config, **kwargs):
 
     try:
         return App(config, **kwargs)
-    except (ModelLoadError, GpioError, OutboxError, ControlSetupError, StoreError) as exc:
+    except (ModelLoadError, GpioError, OutboxError, ControlSetupError, PlcError, StoreError) as exc:
         raise UserError(str(exc)) from None
 
 
@@ -241,7 +242,7 @@ def cmd_bench(args) -> int:
             models.append(("fp32", _find_model_file(Path(args.fp32))))
     except ModelLoadError as exc:
         raise _model_error(exc) from None
-    bench.run(models, args.seconds, args.images)
+    bench.run(models, args.seconds, args.images, rounds=args.rounds)
     return 0
 
 
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_cmd = sub.add_parser("bench", help="pipeline FPS and latency beside OpenVINO's benchmark_app, INT8 vs FP32")
     bench_cmd.add_argument("model", help="the (INT8) IR folder or .xml")
     bench_cmd.add_argument("--fp32", help="the FP32 IR of the same model, to compare")
-    bench_cmd.add_argument("--seconds", type=int, default=15, help="seconds per measurement (default 15)")
+    bench_cmd.add_argument("--seconds", type=int, default=5, help="seconds per measurement and round (default 5)")
+    bench_cmd.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are shown (default 3)")
     bench_cmd.add_argument("--images", type=Path, help="a folder of JPEG/PNG frames (default: synthetic 640x480)")
     bench_cmd.set_defaults(func=cmd_bench)
 

@@ -20,6 +20,21 @@ class Trigger:
     t_wall: float
     source: str  # "gpio", ...
     weight_g: float | None = None  # the stable weight, when a scale fired the trigger
+    plc_trigger_id: int | None = None  # the PLC's own id for the part, when the PLC fired the trigger
+
+    @property
+    def inspection_id(self) -> int:
+        """What the result echoes to the PLC: the PLC's trigger id if it gave one, else seq."""
+        return self.seq if self.plc_trigger_id is None else self.plc_trigger_id
+
+
+@dataclass(frozen=True)
+class Burst:
+    """How a frame was chosen from a burst: `sharpness[chosen]` was the highest."""
+
+    requested: int
+    chosen: int  # index in the burst; 0 is the trigger's own frame
+    sharpness: tuple[float, ...]  # variance of the Laplacian of each frame taken
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,6 +44,7 @@ class Frame:
     image: np.ndarray  # HxWx3 uint8 BGR
     t_mono: float
     t_wall: float
+    burst: Burst | None = None  # set when the line keeps the sharpest of several frames
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,8 @@ class EdgeInput:
         self._debounce = debounce_s
         self._last = -1e9
         self._lock = threading.Lock()
+        self._pin = pin
+        self.edges = 0
         self.bounces = 0
         if edge == "rising":
             self._device.when_activated = self._edge
@@ -82,7 +84,11 @@ class EdgeInput:
                 self.bounces += 1
                 return
             self._last = now
+            self.edges += 1
         self._on_edge(now)
+
+    def stats(self) -> dict:
+        return {"type": "gpio", "pin": str(self._pin), "edges": self.edges, "bounces": self.bounces}
 
     def close(self) -> None:
         self._device.close()

@@ -52,6 +52,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .config.loader import load_yaml
 from .config.schema import CREDENTIAL_PREFIX
 
 USER = "edge-agent"
@@ -183,7 +184,7 @@ def device_values(args: argparse.Namespace) -> dict:
     values: dict = {}
     if args.values:
         try:
-            loaded = yaml.safe_load(args.values.read_text(encoding="utf-8")) or {}
+            loaded = load_yaml(args.values.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ProvisionError(f"{args.values}: cannot read the device values: {exc}") from None
         if not isinstance(loaded, dict):
@@ -469,7 +470,7 @@ def render_config(template_text: str, variables: dict, source: str = "template")
     placeholder takes the value with its type (a port stays a number, TLS a mapping or null);
     inside a longer string the value is inserted as text."""
     try:
-        tree = yaml.safe_load(template_text)
+        tree = load_yaml(template_text)
     except yaml.YAMLError as exc:
         raise ProvisionError(f"{source}: not valid YAML: {exc}") from None
     used: set[str] = set()

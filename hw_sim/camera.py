@@ -27,6 +27,7 @@ class SimCamera:
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self._address = (host, port)
         self._jpeg = b""
+        self._sequence: list[bytes] = []
         self._lock = threading.Lock()
         self._faults: list[str] = []
         self._server: HttpThread | None = None
@@ -41,6 +42,16 @@ class SimCamera:
         """What the camera sees from now on."""
         with self._lock:
             self._jpeg = jpeg
+            self._sequence = []
+
+    def show_sequence(self, jpegs: list[bytes]) -> None:
+        """A scene that changes from one snapshot to the next (a part settling, a lamp warming):
+        the next requests get these in order, then the last one stays."""
+        if not jpegs:
+            raise ValueError("show_sequence needs at least one image")
+        with self._lock:
+            self._jpeg = jpegs[-1]
+            self._sequence = list(jpegs[:-1])
 
     def inject(self, fault: str, count: int = 1) -> None:
         """Make the next `count` snapshots fail: "http_error", "garbage" or "stall" (2 s)."""
@@ -52,7 +63,9 @@ class SimCamera:
     def _next(self) -> tuple[str | None, bytes]:
         with self._lock:
             self.requests += 1
-            return (self._faults.pop(0) if self._faults else None), self._jpeg
+            if self._faults:
+                return self._faults.pop(0), self._sequence[0] if self._sequence else self._jpeg
+            return None, self._sequence.pop(0) if self._sequence else self._jpeg
 
     def start(self) -> None:
         camera = self

@@ -6,7 +6,8 @@ Geometry (metres, metres per second):
     parts arrive every 60 / parts_per_minute seconds
 
 When a part reaches the camera the camera starts showing it and the sensor input goes high
-(gpiozero MockPin.drive_high: the same callbacks real hardware fires). The part is in view for
+(gpiozero MockPin.drive_high: the same callbacks real hardware fires), or, on a PLC-triggered
+line, the PLC raises part present with the part's trigger id (hw_sim.plc.PartSensor). The part is in view for
 `dwell_s`; it reaches the reject station reject_distance_m / belt_speed_mps after its edge.
 """
 
@@ -27,6 +28,7 @@ class Part:
     jpeg: bytes = field(repr=False)
     t_edge: float | None = None  # monotonic time of the sensor's rising edge
     t_at_station: float | None = None  # when it reaches the reject station
+    trigger_id: int | None = None  # the PLC's trigger id, on a PLC-triggered line
 
     @property
     def good(self) -> bool:
@@ -82,7 +84,7 @@ class Conveyor:
             self._camera.show(part.jpeg)
             part.t_edge = time.monotonic()
             part.t_at_station = part.t_edge + self.belt.travel_s
-            self._sensor.drive_high()
+            part.trigger_id = self._sensor.drive_high()  # a MockPin returns None; the PLC its trigger id
             _sleep_until(part.t_edge + self.belt.dwell_s)
             self._sensor.drive_low()
             self._camera.show(self._empty)

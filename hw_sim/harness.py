@@ -37,6 +37,7 @@ def card_threshold(model: Path = DEFAULT_MODEL, fallback: float = 0.4) -> float:
 SENSOR_PIN = 17
 ENCODER_COUNTS_PER_M = 1000
 REJECT_PIN = 27
+PLC_FIRST_TRIGGER_ID = 70_001  # far from the agent's own numbers, so an echo of those shows
 DEVICE_ID = "sim-box"
 LINE = "inspect"
 
@@ -52,11 +53,15 @@ class CellSettings:
     # downstream), timed from belt speed or from the SimPlc's encoder register. None: at once.
     timed_reject: str | None = None
     control: dict | None = None  # the agent config's `control` section; None: its defaults
+    # "gpio": a photoelectric sensor on a mock pin; "plc": the SimPlc raises part present and writes
+    # each part's trigger id (from PLC_FIRST_TRIGGER_ID), and the agent's PLC trigger polls it.
+    trigger: str = "gpio"
     sync: dict | None = None  # the agent config's `sync` section (hw_sim.cloud serves it); None: no sync
 
 
 def agent_config(broker: MosquittoBroker, plc: SimPlc, camera: SimCamera, model: Path, threshold: float,
-                 outbox: Path | None = None, belt: BeltSettings | None = None, timing_mode: str = "delay") -> dict:
+                 outbox: Path | None = None, belt: BeltSettings | None = None, timing_mode: str = "delay",
+                 trigger: str = "gpio") -> dict:
     """outbox: the outbox file; give every run its own (the default is the device's /var/lib path)."""
     return {
         "device": {"id": DEVICE_ID, "site": "simulator"},
@@ -71,7 +76,8 @@ def agent_config(broker: MosquittoBroker, plc: SimPlc, camera: SimCamera, model:
             LINE: {
                 "camera": "cam0",
                 "model": "defects",
-                "trigger": {"type": "gpio", "pin": SENSOR_PIN, "edge": "rising", "debounce_ms": 5},
+                "trigger": {"type": "plc", "poll_ms": 10} if trigger == "plc" else
+                           {"type": "gpio", "pin": SENSOR_PIN, "edge": "rising", "debounce_ms": 5},
                 "default_threshold": threshold,
                 "reject_output": {"pin": REJECT_PIN, "pulse_ms": 30},
                 **({"reject_timing": {"mode": "delay", "distance_m": belt.reject_distance_m,
@@ -186,14 +192,14 @@ class SimulatedCell:
             self._stack.append(self.broker.stop)
             if self._broker_up:
                 self.broker.start()
-            self.plc = self._start(SimPlc())
+            self.plc = self._start(SimPlc(first_trigger_id=PLC_FIRST_TRIGGER_ID))
             self.camera = self._start(SimCamera())
             self.pins = MockFactory()
             self.config_path = self.workdir / "agent.yaml"
             config = agent_config(self.broker, self.plc, self.camera, self.settings.model, self.settings.threshold,
                                   outbox=self.workdir / "outbox.db",
                                   belt=self.settings.belt if self.settings.timed_reject else None,
-                                  timing_mode=self.settings.timed_reject or "delay")
+                                  timing_mode=self.settings.timed_reject or "delay", trigger=self.settings.trigger)
             self.plc.set_belt(self.settings.belt.belt_speed_mps, ENCODER_COUNTS_PER_M)
             if self.settings.control is not None:
                 config["control"] = self.settings.control
@@ -209,11 +215,14 @@ class SimulatedCell:
             self._stack.append(self.app.stop)
             self.app.start()
             renderer = PartRenderer(seed=self.settings.seed, defect_rate=self.settings.defect_rate)
-            self.conveyor = Conveyor(renderer, self.camera, self.pins.pin(SENSOR_PIN), self.settings.belt)
+            sensor = self.plc.part_sensor() if self.settings.trigger == "plc" else self.pins.pin(SENSOR_PIN)
+            self.conveyor = Conveyor(renderer, self.camera, sensor, self.settings.belt)
         except BaseException:
             self.__exit__()
             raise
         self._next_index = 1
+        self._parts: list[Part] = []
+        self._index_of_trigger_id: dict[int, int] | None = None
         return self
 
     def _start(self, component):
@@ -231,6 +240,7 @@ class SimulatedCell:
     def make_parts(self, count: int) -> list[Part]:
         parts = self.conveyor.make_parts(count, first_index=self._next_index)
         self._next_index += count
+        self._parts.extend(parts)
         return parts
 
     def run(self, parts: list[Part], progress=None, settle_s: float = 10.0) -> Scorecard:
@@ -246,14 +256,26 @@ class SimulatedCell:
         return score(parts, self.results_by_id(), self.events_by_id())
 
     def results_by_id(self) -> dict[int, PlcResult]:
+        """By part index: the first result written for the part's inspection id (the one that counts)."""
         by_id: dict[int, PlcResult] = {}
         for result in self.plc.results():
-            by_id.setdefault(result.inspection_id, result)  # the first write is the one that counts
+            by_id.setdefault(self._part_index(result.inspection_id), result)
         return by_id
 
     def events_by_id(self) -> dict[int, dict]:
+        """By part index."""
         events = {}
         for message in self.recorder.messages(f"edge/{DEVICE_ID}/events/{LINE}"):
             payload = message.json()
-            events[payload["inspection_id"]] = payload
+            events[self._part_index(payload["inspection_id"])] = payload
         return events
+
+    def _part_index(self, inspection_id: int) -> int:
+        """The part an echoed inspection id belongs to. The n-th sensor edge is inspection n; on a
+        PLC-triggered line the id is the part's trigger id, which the PLC wrote. An id that is no
+        part's (a command trigger) stays as it is."""
+        if self.settings.trigger != "plc":
+            return inspection_id
+        if self._index_of_trigger_id is None or inspection_id not in self._index_of_trigger_id:
+            self._index_of_trigger_id = {p.trigger_id: p.index for p in self._parts if p.trigger_id is not None}
+        return self._index_of_trigger_id.get(inspection_id, inspection_id)

@@ -7,6 +7,13 @@ which is the write that completes a result, and records the result registers as
 they are at that moment; it also notes every heartbeat change. A watcher task faults
 the line when the heartbeat has not changed for heartbeat_timeout_s, as a PLC program
 would, and an encoder task counts belt travel into the encoder registers.
+
+It can also play the PLC's side of a PLC-triggered camera: when a part reaches the camera,
+`present_part()` writes the part's trigger id and raises part present (register and coil) in
+one scan; `clear_part()` drops it. `part_sensor()` is the same as an object with
+drive_high()/drive_low(), so the conveyor drives it as it drives a sensor pin. The results
+the agent writes are matched to parts by that id (`results_by_trigger_id()`). The trigger
+id is retentive, like a PLC counter in retentive memory: it survives a stop()/start().
 pymodbus types stay inside this module.
 """
 
@@ -52,6 +59,12 @@ class PlcResult:
 
 
 @dataclass(frozen=True)
+class PresentedPart:
+    trigger_id: int
+    t_mono: float  # when part present and the id were in the registers (inside the server's loop)
+
+
+@dataclass(frozen=True)
 class HeartbeatFault:
     t_last_change: float  # monotonic time the heartbeat last changed
     t_detected: float  # when the watcher faulted the line
@@ -75,6 +88,10 @@ class SimPlc:
         reject_coil_addr: int = 10,
         heartbeat_addr: int = 108,
         encoder_addr: int = 110,
+        part_present_addr: int = 112,
+        plc_trigger_id_addr: int = 113,
+        part_present_coil_addr: int = 11,
+        first_trigger_id: int = 1,
         heartbeat_timeout_s: float = 1.5,
         serial_port: str | None = None,
         baudrate: int = 19200,
@@ -95,6 +112,11 @@ class SimPlc:
         self._reject_coil_addr = reject_coil_addr
         self._heartbeat_addr = heartbeat_addr
         self._encoder_addr = encoder_addr
+        self._part_present_addr = part_present_addr
+        self._plc_trigger_id_addr = plc_trigger_id_addr
+        self._part_present_coil_addr = part_present_coil_addr
+        self._trigger_id = first_trigger_id - 1  # the last id written; retentive across restarts
+        self.presented: list[PresentedPart] = []
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self._serial = (serial_port, baudrate, parity) if serial_port else None
 
@@ -179,6 +201,55 @@ class SimPlc:
     def encoder_count(self, t: float | None = None) -> int:
         return int(self.belt_travel_m(t) * self._counts_per_m) & 0xFFFF_FFFF
 
+    # -- the part-present side of a PLC-triggered camera ----------------------------------
+
+    def present_part(self, trigger_id: int | None = None) -> int:
+        """A part is at the camera: write its trigger id (None: the last + 1) and raise part present."""
+        self._trigger_id = (self._trigger_id + 1 if trigger_id is None else trigger_id) & 0xFFFF_FFFF
+        part_id = self._trigger_id
+
+        async def scan() -> None:
+            await self._write_part_signal(True)
+            self.presented.append(PresentedPart(part_id, time.monotonic()))
+
+        self._run_on_loop(scan())
+        return part_id
+
+    def clear_part(self) -> None:
+        """The part has left the camera: part present drops (the id stays)."""
+        self._run_on_loop(self._write_part_signal(False))
+
+    def skip_trigger_ids(self, count: int) -> None:
+        """The next part's id jumps by count + 1, as if the PLC had counted parts the agent never saw."""
+        self._trigger_id = (self._trigger_id + count) & 0xFFFF_FFFF
+
+    def part_sensor(self) -> PartSensor:
+        return PartSensor(self)
+
+    def results_by_trigger_id(self) -> dict[int, PlcResult]:
+        """The first result written for each inspection id: how a PLC matches results to parts."""
+        by_id: dict[int, PlcResult] = {}
+        for result in self.results():
+            by_id.setdefault(result.inspection_id, result)
+        return by_id
+
+    async def _write_part_signal(self, present: bool) -> None:
+        assert self._server is not None
+        part_id = self._trigger_id
+        await self._server.async_setValues(self._device_id, _WRITE_MULTIPLE_REGISTERS, self._plc_trigger_id_addr,
+                                           [part_id >> 16, part_id & 0xFFFF])
+        await self._server.async_setValues(self._device_id, _WRITE_SINGLE_REGISTER, self._part_present_addr,
+                                           [int(present)])
+        await self._server.async_setValues(self._device_id, _WRITE_SINGLE_COIL, self._part_present_coil_addr,
+                                           [present])
+
+    def _run_on_loop(self, coroutine) -> None:
+        loop = self._loop
+        if not self.running or loop is None or self._server is None:
+            coroutine.close()
+            raise RuntimeError("SimPlc is not running; start() it before presenting parts")
+        asyncio.run_coroutine_threadsafe(coroutine, loop).result(_STOP_TIMEOUT_S)
+
     @property
     def heartbeat_faulted(self) -> bool:
         return bool(self.heartbeat_faults) and self.heartbeat_faults[-1].t_recovered is None
@@ -246,6 +317,7 @@ class SimPlc:
         self._server = server
         if self._serial is None:
             self.port = server.transport.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        await self._write_part_signal(False)  # the retentive trigger id, after a power cycle
         self._listening.set()
         watcher = asyncio.create_task(self._watch())
         try:
@@ -320,3 +392,17 @@ class SimPlc:
             self._results.append(result)
             self._results_changed.notify_all()
         return None
+
+
+class PartSensor:
+    """The PLC's part-present output, driven like a gpiozero MockPin (the conveyor's sensor)."""
+
+    def __init__(self, plc: SimPlc):
+        self._plc = plc
+
+    def drive_high(self) -> int:
+        """Returns the part's trigger id."""
+        return self._plc.present_part()
+
+    def drive_low(self) -> None:
+        self._plc.clear_part()

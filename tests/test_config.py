@@ -124,3 +124,14 @@ def test_plc_handshake_timed_reject_and_webhook_config():
     with pytest.raises(ValidationError, match="encoder_counts"):
         RejectTimingConfig(mode="encoder")
     assert WebhookConfig(url="http://pos.local/api").on == ["pass", "reject", "no_read"]
+
+
+def test_yaml_1_2_booleans_only_true_and_false(tmp_path):
+    """`on:` is a key and `no` a string, as a reader expects (YAML 1.1 would make them booleans)."""
+    text = EXAMPLE.read_text()
+    text = text.replace("  site: plant-a", "  site: no", 1)
+    text = text.replace("    crops:   ", "    webhooks:\n      - url: http://127.0.0.1:9/pos\n        on: [reject]\n    crops:   ", 1)
+    config = load_config(_write(tmp_path, text))
+    assert config.device.site == "no"
+    assert config.lines["inspect"].webhooks[0].on == ["reject"]
+    assert config.lines["inspect"].reject_output.active_high is True  # true/false still are booleans

@@ -16,10 +16,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -32,6 +30,7 @@ import yaml
 
 from agent.deliver.mqtt import MqttPublisher, MqttSettings
 from agent.deliver.outbox import Outbox, OutboxSettings, OutboxStore
+from hw_sim.agent_process import AgentProcess
 from hw_sim.broker import MosquittoBroker
 from hw_sim.camera import SimCamera, encode_jpeg
 from hw_sim.harness import DEFAULT_MODEL, DEVICE_ID, LINE, agent_config
@@ -65,55 +64,39 @@ class Cell:
     recorder: MqttRecorder
     outbox_path: Path
     config_path: Path = field(init=False)
-    proc: subprocess.Popen | None = None
-    runs: int = 0
-    started_at: float = 0.0
+    agent: AgentProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.agent = AgentProcess(self.workdir)
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.agent.proc
 
     def write_config(self, **outbox) -> None:
         config = agent_config(self.broker, self.plc, self.camera, DEFAULT_MODEL, 0.4, outbox=self.outbox_path)
         config["log_level"] = "INFO"
         config["lines"][LINE]["trigger"] = {"type": "interval", "period_ms": PERIOD_MS}
         config["outbox"].update({"stats_interval_s": 1, **outbox})
-        self.config_path = self.workdir / "agent.yaml"
+        self.config_path = self.agent.config_path = self.workdir / "agent.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def start_agent(self) -> subprocess.Popen:
-        assert self.proc is None or self.proc.poll() is not None
-        self.runs += 1
-        self.started_at = time.monotonic()
-        log = open(self.workdir / f"agent-{self.runs}.log", "wb")  # noqa: SIM115 - closed below
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent", "run", "--config", str(self.config_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )
-        finally:
-            log.close()
-        return self.proc
+        return self.agent.start()
 
     def kill_agent(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        self.agent.kill()
 
     def stop_agent(self) -> int:
         """SIGTERM and wait: the line stops, the outbox waits for its acks, the link says stopped."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"the agent ignored SIGTERM; log:\n{self.log_tail()}") from None
+        return self.agent.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        path = self.workdir / f"agent-{self.runs}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+        return self.agent.log_tail(lines)
 
     def wait_online(self, timeout: float = 60) -> None:
         """Until this run's birth message arrives."""
-        since = self.started_at
+        since = self.agent.started_at
         try:
             self.recorder.wait_for(lambda ms: any(
                 m.topic == f"{BASE}/status" and m.t_mono >= since and m.json()["state"] == "online"

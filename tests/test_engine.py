@@ -82,6 +82,28 @@ def test_in_graph_letterbox_matches_cv2_letterbox(detector, parts):
     assert compared > 0
 
 
+def test_host_and_graph_resize_agree(parts):
+    """cv2 on the host (the CPU default) and OpenVINO's in-graph resize give the same detections."""
+    host = Detector(Model(DEFAULT_MODEL, resize="host"))
+    graph = Detector(Model(DEFAULT_MODEL, resize="graph"))
+    assert host.model.host_resize and not graph.model.host_resize
+    compared = 0
+    for part in parts:
+        for frame in (part.image, cv2.resize(part.image, (1280, 720))):
+            got, want = host.detect(frame, 0.3), graph.detect(frame, 0.3)
+            assert [d.label for d in got] == [d.label for d in want]
+            for a, b in zip(got, want):
+                np.testing.assert_allclose(a.box, b.box, atol=3.0)
+                assert abs(a.score - b.score) < 0.05
+                compared += 1
+    assert compared > 0
+
+
+def test_unknown_resize_mode_is_a_clear_error():
+    with pytest.raises(ModelLoadError, match="unknown resize mode 'gpu'"):
+        Model(DEFAULT_MODEL, resize="gpu")
+
+
 def test_frames_of_other_sizes_and_channels_are_converted(detector, parts):
     image = parts[0].image
     for frame in (cv2.resize(image, (1280, 960)), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY),

@@ -61,6 +61,34 @@ def test_nms_is_class_aware():
     assert nms(np.empty((0, 4)), np.empty(0), np.empty(0), 0.5, 10).size == 0
 
 
+def _reference_nms(boxes, scores, classes, iou_threshold, max_detections):
+    """The textbook greedy loop, one pair at a time."""
+    def iou(a, b):
+        w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / max(union, 1e-9)
+
+    keep = []
+    for i in sorted(range(len(boxes)), key=lambda i: -scores[i]):
+        if len(keep) < max_detections and all(
+                classes[k] != classes[i] or iou(boxes[k], boxes[i]) <= iou_threshold for k in keep):
+            keep.append(i)
+    return keep
+
+
+def test_nms_matches_the_textbook_loop_on_random_boxes():
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        xy = rng.uniform(0, 300, (n, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(5, 80, (n, 2))], axis=1).astype(np.float32)
+        scores = rng.permutation(n).astype(np.float32) / n  # distinct, so the order is unique
+        classes = rng.integers(0, 3, n)
+        limit = int(rng.integers(1, 30))
+        assert nms(boxes, scores, classes, 0.45, limit).tolist() == _reference_nms(boxes, scores, classes, 0.45, limit)
+
+
 def test_decode_yolov8_layout():
     # two anchors, two classes: [1, 4 + 2, 2]
     output = np.array([[[100, 10], [50, 10], [20, 4], [10, 4], [0.1, 0.2], [0.9, 0.01]]], np.float32)

@@ -14,7 +14,10 @@ from hw_sim.conveyor import BeltSettings, Part, RejectGate
 from hw_sim.plc import SimPlc
 
 REJECT_PIN, STOP_PIN = 27, 22
-PITCH_S, TRAVEL_S, PULSE_S = 0.05, 0.2, 0.01  # 4 parts between camera and station
+# 4 parts between camera and station. Results come 0.1 s after the edge, 0.3 s before their
+# deadline, and late ones in the middle of the 0.1 s decision margin: a loaded 2-core CI
+# machine may stall a thread for tens of ms without changing any outcome.
+PITCH_S, TRAVEL_S, PULSE_S, MARGIN_S = 0.125, 0.5, 0.01, 0.1
 
 
 @pytest.fixture
@@ -37,7 +40,7 @@ def _run_parts(timer: RejectTimer, verdicts: dict[int, bool | None], late: set[i
         t_edge = time.monotonic()
         timer.part_entered(part_id, t_edge)
         parts.append(Part(part_id, (), b"", t_edge, t_edge + belt.travel_s))
-        pending.append((t_edge + (TRAVEL_S - 0.008 if part_id in late else 0.1), part_id))
+        pending.append((t_edge + (TRAVEL_S - MARGIN_S / 2 if part_id in late else 0.1), part_id))
     while pending:
         _answer(timer, pending, verdicts)
         time.sleep(0.001)
@@ -55,7 +58,7 @@ def _answer(timer, pending, verdicts):
 
 def test_each_part_is_kicked_at_the_station_with_four_in_transit(pins):
     reject = PulseOutput(REJECT_PIN, pins)
-    timer = RejectTimer(RejectTiming(travel_s=TRAVEL_S, pulse_s=PULSE_S), reject)
+    timer = RejectTimer(RejectTiming(travel_s=TRAVEL_S, pulse_s=PULSE_S, decision_margin_s=MARGIN_S), reject)
     timer.start()
     verdicts = {i: (i % 3 != 0) for i in range(1, 31)}  # every third part is defective
     parts = _run_parts(timer, verdicts)
@@ -71,7 +74,7 @@ def test_each_part_is_kicked_at_the_station_with_four_in_transit(pins):
 
 def test_late_or_missing_results_are_rejected_by_policy(pins):
     reject = PulseOutput(REJECT_PIN, pins)
-    timer = RejectTimer(RejectTiming(travel_s=TRAVEL_S, pulse_s=PULSE_S), reject)
+    timer = RejectTimer(RejectTiming(travel_s=TRAVEL_S, pulse_s=PULSE_S, decision_margin_s=MARGIN_S), reject)
     timer.start()
     verdicts = {1: True, 2: True, 3: None, 4: True, 5: True}  # 3: no result at all; 4: PASS after its deadline
     parts = _run_parts(timer, verdicts, late={4})

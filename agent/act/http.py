@@ -1,34 +1,50 @@
-"""HTTP actions: POST each inspection event to a local POS or webhook.
+"""HTTP actions: POST inspection events to a local POS or webhook, durably.
 
 This is the only agent module that imports requests.
 
-A POST carries the event JSON and an `Idempotency-Key` header (the event_id), so a
-retry after a lost response cannot be applied twice by a receiver that honours it.
-Calls run on the action's own thread with a timeout; the line only puts the event on
-a queue and never waits. Failures (connection errors, timeouts, 408, 429, 5xx) are
-retried with exponential backoff up to `retries` times; other 4xx are the receiver
-refusing the event and are not retried.
+The line never waits for HTTP. Its event and the calls it owes are committed together in
+the outbox file (agent/deliver/http_calls.py), and that local commit is all the line does;
+each action has its own thread that POSTs what is waiting. A call leaves the file only when
+the receiver answers it (2xx: delivered; a status a repeat cannot change: refused), when it
+is older than max_age_s (expired), or when a newer call needs its room (evicted). A call
+pending at a restart, a crash or a power cut is sent after the next start.
 
-The retry queue is in memory and bounded (the oldest is dropped when full, and
-counted): the SQLite outbox stores MQTT messages only, so an HTTP call pending at a
-restart is lost. Every event still reaches MQTT through the outbox.
+Every attempt carries `Idempotency-Key: <event_id>`: a receiver sees a lost answer's retry,
+or a call repeated after a crash, only as the same key again.
+
+Failures (connection errors, timeouts, 408, 425, 429, 5xx) are retried with exponential
+backoff and jitter, and a Retry-After header is honoured. The backoff is per call (a call
+the receiver keeps failing waits behind the others) and per target (after a failure, the
+next attempt of any call waits too, so a POS that is down is probed, not flooded). Other
+answers, 4xx and redirects, are refused and counted, and never retried.
+
+`timeout_s` bounds the connect and each read, not a receiver that trickles bytes forever:
+such a receiver holds up its own calls only.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import json
+import email.utils
 import logging
+import math
+import random
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import requests
+
+from ..deliver.http_calls import HttpBounds, HttpCall, HttpCalls
+from ..ingest.sources import Backoff
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({408, 425, 429}) | frozenset(range(500, 600))
+_BATCH = 16  # calls read from the file at a time
+_SWEEP_S = 1.0  # expiry sweep interval
 
 
 @dataclass(frozen=True)
@@ -36,114 +52,256 @@ class HttpActionSettings:
     url: str
     on: frozenset[str] = frozenset({"reject", "no_read", "pass"})  # event results that are sent
     timeout_s: float = 2.0
-    retries: int = 5
     backoff_s: float = 0.5
-    backoff_max_s: float = 30.0
-    queue_size: int = 1000
+    backoff_max_s: float = 60.0
+    max_age_s: float = 24 * 3600.0
+    max_pending: int = 10_000
+    max_bytes: int = 64 * 1024**2
     headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        if self.timeout_s <= 0 or self.backoff_s <= 0 or self.backoff_max_s < self.backoff_s or self.max_age_s <= 0:
+            raise ValueError(f"timeout, backoff (<= backoff max) and max age must be positive: {self}")
+
+
+class Answer(NamedTuple):
+    outcome: str  # "delivered", "refused" or "retry"
+    status: int | None  # None: no HTTP answer at all
+    error: str | None
+    retry_after_s: float | None
+
+
+class _Detached(Exception):
+    """The action was closed: its thread must not touch the outbox file again."""
 
 
 class HttpAction:
-    def __init__(self, settings: HttpActionSettings, session: requests.Session | None = None, name: str = "webhook"):
-        if not settings.url.startswith(("http://", "https://")):
-            raise ValueError(f"HTTP action {name}: url {settings.url!r} must start with http:// or https://")
+    """One webhook: POSTs the calls waiting in the outbox file for `target` (LINE/NAME)."""
+
+    def __init__(self, target: str, settings: HttpActionSettings, calls: HttpCalls, *,
+                 session: requests.Session | None = None, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.target = target
         self.settings = settings
-        self.name = name
+        self._calls = calls
+        calls.set_bounds(target, HttpBounds(settings.max_pending, settings.max_bytes))
         self._session = session or requests.Session()
-        self._queue: list[tuple[float, int, int, dict]] = []  # (due, order, attempt, event)
-        self._order = itertools.count()
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._backoff = Backoff(settings.backoff_s, settings.backoff_max_s)
         self._cv = threading.Condition()
-        self._stopping = False
+        self._wanted = False  # a new call was committed: look now
+        self._closing = False
+        self._close_deadline = math.inf
+        self._store_lock = threading.Lock()  # the thread's store calls against close()
+        self._detached = False
         self._thread: threading.Thread | None = None
-        self.counters = dict.fromkeys(("submitted", "sent", "retries", "failed", "dropped"), 0)
+        # The thread's own state (read by stats() without a lock: single values).
+        self._failures = 0  # consecutive failed attempts, any call
+        self._blocked_until = 0.0  # monotonic: no attempt before this
+        self._last_refusal: int | None = None  # the status of the last call refused, while they keep coming
+        self.attempts = 0  # this run
+        self.retries = 0  # this run: attempts that failed and will be repeated
+        self.last_status: int | None = None
         self.last_error: str | None = None
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"http-{self.name}", daemon=True)
-            self._thread.start()
+    def wants(self, event: dict) -> bool:
+        return event.get("result") in self.settings.on
 
-    def close(self, timeout_s: float = 2.0) -> None:
-        """Stop; calls already due get until timeout_s to go out. Pending retries are dropped (counted)."""
-        deadline = time.monotonic() + timeout_s
+    def notify(self) -> None:
+        """A call for this action was committed (never blocks)."""
         with self._cv:
-            while self._queue and self._queue[0][0] <= time.monotonic() and time.monotonic() < deadline:
-                self._cv.wait(0.05)
-            self._stopping = True
-            self.counters["dropped"] += len(self._queue)
-            self._queue.clear()
+            self._wanted = True
+            self._cv.notify()
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        waiting = self._calls.counters(self.target)["pending"]
+        if waiting:
+            log.info("HTTP action %s: %d calls waiting from before; sending them to %s", self.target, waiting,
+                     self.settings.url)
+        self._thread = threading.Thread(target=self._run, name=f"http-{self.target}", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout_s: float = 1.0) -> None:
+        """Stop. Calls due go out for up to timeout_s while the receiver answers (the line has
+        stopped by then: its last events); whatever is not answered by then stays in the outbox
+        file and is sent, with the same key, after the next start."""
+        with self._cv:
+            self._closing = True
+            self._close_deadline = time.monotonic() + timeout_s
             self._cv.notify_all()
         if self._thread is not None:
-            self._thread.join(self.settings.timeout_s + 0.5)
-            self._thread = None
-        self._session.close()
+            self._thread.join(timeout_s + 0.1)
+            alive = self._thread.is_alive()
+        else:
+            alive = False
+        with self._store_lock:  # waits for a store call in progress, then shuts the thread out
+            self._detached = True
+        if alive:
+            log.info("HTTP action %s: a call to %s is still in flight at stop; it is repeated after the next start",
+                     self.target, self.settings.url)
+        else:
+            self._session.close()
 
-    def submit(self, event: dict) -> bool:
-        """Queue one event (never blocks). False if the event's result is not one this action sends."""
-        if event.get("result") not in self.settings.on:
-            return False
-        with self._cv:
-            if len(self._queue) >= self.settings.queue_size:
-                self._queue.remove(min(self._queue, key=lambda item: item[1]))  # the oldest event
-                heapq.heapify(self._queue)
-                self.counters["dropped"] += 1
-            heapq.heappush(self._queue, (time.monotonic(), next(self._order), 0, event))
-            self.counters["submitted"] += 1
-            self._cv.notify()
-        return True
-
-    def stats(self) -> dict:
-        with self._cv:
-            return {**self.counters, "queued": len(self._queue), "last_error": self.last_error}
+    # -- the sender thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._stopping and (not self._queue or self._queue[0][0] > time.monotonic()):
-                    self._cv.wait(min(1.0, self._queue[0][0] - time.monotonic()) if self._queue else 1.0)
-                if self._stopping:
-                    return
-                _, order, attempt, event = heapq.heappop(self._queue)
-            outcome = self._post(event)
-            with self._cv:
-                if outcome == "sent":
-                    self.counters["sent"] += 1
-                elif outcome == "retry" and attempt < self.settings.retries and not self._stopping:
-                    delay = min(self.settings.backoff_s * 2**attempt, self.settings.backoff_max_s)
-                    heapq.heappush(self._queue, (time.monotonic() + delay, order, attempt + 1, event))
-                    self.counters["retries"] += 1
-                else:
-                    self.counters["failed"] += 1
-                    log.warning("HTTP action %s: gave up on event %s after %d attempts (%s)", self.name,
-                                event.get("event_id"), attempt + 1, self.last_error)
-                self._cv.notify_all()
+        next_sweep = 0.0
+        while time.monotonic() < self._close_deadline:
+            try:
+                if time.monotonic() >= next_sweep:
+                    self._store(self._calls.expire, self.target, self.settings.max_age_s)
+                    next_sweep = time.monotonic() + _SWEEP_S
+                wait_s = self._blocked_until - time.monotonic()
+                if wait_s <= 0:
+                    batch = self._store(self._calls.due, self.target, self._clock(), _BATCH)
+                    if batch:
+                        for call in batch:
+                            if time.monotonic() >= self._close_deadline or not self._attempt(call):
+                                break
+                        continue
+                    next_due = self._store(self._calls.next_due, self.target)
+                    wait_s = _SWEEP_S if next_due is None else next_due - self._clock()
+                if self._closing:
+                    return  # nothing due, or the receiver is failing: the rest waits for the next start
+                self._sleep(min(max(wait_s, 0.001), _SWEEP_S))
+            except _Detached:
+                return
+            except sqlite3.Error:
+                log.exception("HTTP action %s: the outbox file failed; retrying", self.target)
+                self._sleep(1.0)
+            except Exception:
+                log.exception("HTTP action %s failed; retrying", self.target)
+                self._sleep(1.0)
 
-    def _post(self, event: dict) -> str:
-        headers = {"Content-Type": "application/json", "Idempotency-Key": str(event.get("event_id", "")),
-                   **dict(self.settings.headers)}
+    def _sleep(self, seconds: float) -> None:
+        with self._cv:
+            if not (self._wanted or self._closing):
+                self._cv.wait(seconds)
+            self._wanted = False
+
+    def _store(self, method, *args):
+        with self._store_lock:
+            if self._detached:
+                raise _Detached
+            return method(*args)
+
+    def _attempt(self, call: HttpCall) -> bool:
+        """POST one call and record the answer. False: the target is backing off."""
+        answer = self.post(call)
+        self.attempts += 1
+        self.last_status = answer.status
+        if answer.outcome != "retry":
+            self._store(self._calls.settle, call.id, answer.outcome)
+            if self._failures:
+                log.info("HTTP action %s: %s answers again (%d failed attempts before)", self.target,
+                         self.settings.url, self._failures)
+            self._failures = 0
+            if answer.outcome == "refused":
+                if answer.status != self._last_refusal:  # once per streak of one status, not per event
+                    log.warning("HTTP action %s: event %s refused, not retried: %s", self.target, call.event_id,
+                                answer.error)
+                self._last_refusal = answer.status
+                self.last_error = answer.error
+            else:
+                self._last_refusal = None
+            return True
+        self.retries += 1
+        self._failures += 1
+        wait_call = max(self._backoff.delay(call.attempts, self._rng), answer.retry_after_s or 0.0)
+        wait_target = max(self._backoff.delay(self._failures - 1, self._rng), answer.retry_after_s or 0.0)
+        self._store(self._calls.retry_later, call.id, self._clock() + wait_call, answer.error or "")
+        self._blocked_until = time.monotonic() + wait_target
+        if self._failures == 1 or answer.error != self.last_error:
+            log.warning("HTTP action %s: %s; calls waiting in the outbox: %d; next attempt in %.2f s", self.target,
+                        answer.error, self._calls.counters(self.target)["pending"], wait_target)
+        self.last_error = answer.error
+        return False
+
+    def post(self, call: HttpCall) -> Answer:
+        """One attempt, classified. Never raises for what the network or the receiver does."""
+        headers = {"Content-Type": "application/json", "Idempotency-Key": call.event_id, **dict(self.settings.headers)}
         try:
-            response = self._session.post(self.settings.url, data=json.dumps(event).encode(), headers=headers,
-                                          timeout=self.settings.timeout_s)
+            response = self._session.post(self.settings.url, data=call.payload, headers=headers,
+                                          timeout=self.settings.timeout_s, allow_redirects=False)
+        except requests.Timeout:
+            return Answer("retry", None, f"no answer from {self.settings.url} within {self.settings.timeout_s:g} s", None)
         except requests.RequestException as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            return "retry"
-        if response.ok:
-            return "sent"
-        self.last_error = f"HTTP {response.status_code} from {self.settings.url}"
-        return "retry" if response.status_code in _RETRY_STATUSES else "refused"
+            return Answer("retry", None, f"cannot reach {self.settings.url}: {_reason(exc)}", None)
+        status = response.status_code
+        if 200 <= status < 300:
+            return Answer("delivered", status, None, None)
+        if status in _RETRY_STATUSES:
+            retry_after = retry_after_s(response.headers.get("Retry-After"), self._clock())
+            return Answer("retry", status, f"HTTP {status} from {self.settings.url}", retry_after)
+        if 300 <= status < 400:
+            where = response.headers.get("Location", "?")
+            return Answer("refused", status, f"HTTP {status} redirect from {self.settings.url} to {where}: "
+                                             "set the webhook url to the final address", None)
+        return Answer("refused", status, f"HTTP {status} from {self.settings.url}: {response.text[:200]!r}", None)
+
+    # -- state ---------------------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        counters = self._calls.counters(self.target)
+        oldest = self._calls.oldest_created(self.target)
+        return {
+            "url": self.settings.url,
+            **counters,
+            "oldest_age_s": None if oldest is None else round(max(0.0, self._clock() - oldest), 1),
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "failing": self._failures > 0,
+            "next_attempt_in_s": round(max(0.0, self._blocked_until - time.monotonic()), 2),
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+        }
+
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """Seconds a Retry-After header asks for: delta-seconds or an HTTP-date. None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # HTTP-dates are GMT
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """urllib3's innermost reason ("Failed to establish a new connection: [Errno 111] Connection refused")."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    text = str(reason or exc)
+    if text.startswith("HTTP") and "): " in text:  # "HTTPConnection(host=..., port=...): ..."
+        text = text.split("): ", 1)[1]
+    return text[:200]
 
 
 class PublisherWithHttp:
-    """Wraps the line's publisher: every event goes to it, and to each HTTP action that wants it."""
+    """Wraps the line's outbox: every event goes to MQTT, and to each HTTP action that wants it,
+    in one commit."""
 
-    def __init__(self, inner, actions: list[HttpAction]):
-        self._inner = inner
+    def __init__(self, outbox, actions: list[HttpAction]):
+        self._outbox = outbox
         self._actions = actions
 
     def publish_event(self, line: str, event: dict) -> None:
-        self._inner.publish_event(line, event)
-        for action in self._actions:
-            action.submit(event)
+        wanted = [action for action in self._actions if action.wants(event)]
+        self._outbox.publish_event(line, event, http_targets=[action.target for action in wanted])
+        for action in wanted:
+            action.notify()
 
     def publish_crop(self, line: str, event_id: str, index: int, jpeg: bytes, meta: dict) -> None:
-        self._inner.publish_crop(line, event_id, index, jpeg, meta)
+        self._outbox.publish_crop(line, event_id, index, jpeg, meta)

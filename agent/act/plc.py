@@ -14,7 +14,11 @@ Handshake (holding registers, 0-based; the defaults, all configurable):
     108      heartbeat counter: +1 every heartbeat period while the pipeline is healthy
     109      online: 1 while healthy, 0 when unhealthy or shutting down
     110-111  encoder count (u32, written by the PLC, read by the agent for timed reject)
+    112      part present (written by the PLC): 1 while a part is at the camera
+    113-114  PLC trigger id (u32, written by the PLC): +1 for every part it sends to the camera;
+             a PLC-triggered result echoes it as the inspection id
     coil 10  reject: written last; the PLC treats it as "result complete"
+    coil 11  part present as a coil, for a PLC program that sets a bit instead of register 112
 
 A result is one FC16 write of the 8-register block 100..107 followed by one FC5 write of
 the reject coil, and each is read back and compared (FC3 / FC1) before it counts as
@@ -83,10 +87,13 @@ class PlcRegisterMap:
     heartbeat: int = 108
     online: int = 109
     encoder: int = 110  # u32, written by the PLC
+    part_present: int = 112  # written by the PLC
+    plc_trigger_id: int = 113  # u32, written by the PLC
+    part_present_coil: int = 11  # written by the PLC
 
     def __post_init__(self) -> None:
         names = ("inspection_id", "result_code", "defect_count", "reject_coil", "defect_class", "result_valid",
-                 "trigger_id", "heartbeat", "online", "encoder")
+                 "trigger_id", "heartbeat", "online", "encoder", "part_present", "plc_trigger_id", "part_present_coil")
         for name in names:
             address = getattr(self, name)
             if not isinstance(address, int) or not 0 <= address <= _MAX_ADDRESS:
@@ -115,6 +122,27 @@ class PlcRegisterMap:
             if getattr(self, name) in block or (name == "encoder" and self.encoder + 1 in block):
                 raise PlcError(f"PLC register map: {name}={getattr(self, name)} overlaps the result block "
                                f"{block.start}..{block.stop - 1}")
+        # The PLC writes the part signal; nothing the agent writes may share its registers.
+        written = {*block, self.heartbeat, self.online, self.encoder, self.encoder + 1}
+        for name, span in (("part_present", 1), ("plc_trigger_id", 2)):
+            address = getattr(self, name)
+            if written & {address, address + span - 1} or address + span - 1 > _MAX_ADDRESS:
+                raise PlcError(f"PLC register map: {name}={address} overlaps the registers the agent writes "
+                               f"(result block {block.start}..{block.stop - 1}, heartbeat, online) or the encoder")
+        if self.part_present in (self.plc_trigger_id, self.plc_trigger_id + 1):
+            raise PlcError(f"PLC register map: part_present={self.part_present} overlaps plc_trigger_id "
+                           f"{self.plc_trigger_id}..{self.plc_trigger_id + 1}")
+        if self.part_present_coil == self.reject_coil:
+            raise PlcError(f"PLC register map: part_present_coil and reject_coil are both coil {self.reject_coil}")
+
+
+@dataclass(frozen=True)
+class PartSignal:
+    """What the PLC says about the part at the camera, as one poll read it."""
+
+    present: bool
+    trigger_id: int  # u32, +1 per part
+    t_mono: float  # when the PLC's answer arrived: the PLC had written these values before it
 
 
 @dataclass(frozen=True)
@@ -214,6 +242,8 @@ class ModbusPlc:
         self._verify_failures = 0
         self._heartbeats = 0
         self._reconnects = 0
+        self._connects = 0
+        self._reads_failed = 0
         self._last_error: str | None = None
         self._last_write_ms: float | None = None
         self._write_ms: deque[float] = deque(maxlen=2000)  # result writes incl. read-back
@@ -269,6 +299,11 @@ class ModbusPlc:
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def link_generation(self) -> int:
+        """+1 on every successful (re)connect: a reader can tell the link came back in between."""
+        return self._connects
 
     def write_result(
         self, inspection_id: int, result_code: ResultCode, defect_count: int, reject: bool,
@@ -350,13 +385,58 @@ class ModbusPlc:
             try:
                 response = self._client.read_holding_registers(self._map.encoder, count=2, device_id=self._device_id)
                 if response.isError():
-                    self._plc_rejected(response, f"encoder registers {self._map.encoder}..{self._map.encoder + 1}")
+                    self._plc_rejected(response, f"encoder registers {self._map.encoder}..{self._map.encoder + 1}",
+                                       write=False)
                     return None
             except (ModbusException, OSError) as exc:
-                self._link_lost(exc)
+                self._link_lost(exc, write=False)
                 return None
             hi, lo = response.registers
             return (hi << 16) | lo
+
+    def read_part_signal(self, present_from_coil: bool = False) -> PartSignal | None:
+        """The PLC's part-present level and trigger id; None while the link is down or the PLC refuses.
+
+        One FC3 read when part present sits just below the trigger id (the default map);
+        otherwise the id, then the level (FC3, or FC1 for the coil).
+        """
+        m = self._map
+        with self._lock:
+            if not self._connected or self._client is None:
+                return None
+            try:
+                if not present_from_coil and m.plc_trigger_id == m.part_present + 1:
+                    values = self._read_registers(m.part_present, 3, "part present and trigger id registers")
+                    if values is None:
+                        return None
+                    present, hi, lo = values
+                else:
+                    values = self._read_registers(m.plc_trigger_id, 2, "trigger id registers")
+                    if values is None:
+                        return None
+                    hi, lo = values
+                    if present_from_coil:
+                        response = self._client.read_coils(m.part_present_coil, count=1, device_id=self._device_id)
+                        if response.isError():
+                            self._plc_rejected(response, f"part present coil {m.part_present_coil}", write=False)
+                            return None
+                        present = response.bits[0]
+                    else:
+                        level = self._read_registers(m.part_present, 1, "part present register")
+                        if level is None:
+                            return None
+                        (present,) = level
+            except (ModbusException, OSError) as exc:
+                self._link_lost(exc, write=False)
+                return None
+        return PartSignal(bool(present), (int(hi) << 16) | int(lo), time.monotonic())
+
+    def _read_registers(self, address: int, count: int, what: str) -> list[int] | None:
+        response = self._client.read_holding_registers(address, count=count, device_id=self._device_id)
+        if response.isError():
+            self._plc_rejected(response, f"{what} {address}..{address + count - 1}", write=False)
+            return None
+        return list(response.registers)
 
     def stats(self) -> dict:
         with self._lock:
@@ -368,6 +448,7 @@ class ModbusPlc:
             "link": self.name,
             "writes_ok": self._writes_ok,
             "writes_failed": self._writes_failed,
+            "reads_failed": self._reads_failed,
             "verify_failures": self._verify_failures,
             "heartbeats": self._heartbeats,
             "reconnects": self._reconnects,
@@ -410,15 +491,18 @@ class ModbusPlc:
         self._last_error = error
         return False
 
-    def _plc_rejected(self, response, what: str) -> bool:
+    def _plc_rejected(self, response, what: str, write: bool = True) -> bool:
         """The PLC answered with a Modbus exception: the link is fine, the request is not."""
-        self._writes_failed += 1
+        if write:
+            self._writes_failed += 1
+        else:
+            self._reads_failed += 1
         try:
             reason = ExcCodes(response.exception_code).name
         except ValueError:
             reason = f"code {response.exception_code}"
         error = (
-            f"{self.name} rejected the write to {what} (Modbus exception {reason}); "
+            f"{self.name} rejected the {'write to' if write else 'read of'} {what} (Modbus exception {reason}); "
             f"check the PLC register map and device_id={self._device_id}"
         )
         if error != self._last_error:  # once per distinct problem, not once per part
@@ -426,8 +510,11 @@ class ModbusPlc:
         self._last_error = error
         return False
 
-    def _link_lost(self, exc: BaseException) -> None:
-        self._writes_failed += 1
+    def _link_lost(self, exc: BaseException, write: bool = True) -> None:
+        if write:
+            self._writes_failed += 1
+        else:
+            self._reads_failed += 1
         self._last_error = f"{self.name} link lost: {exc}"
         self.link_lost_at = time.monotonic()
         self._drop_client()
@@ -504,6 +591,7 @@ class ModbusPlc:
                 return False
             self._client = client
             self._connected = True
+            self._connects += 1
             self._down_logged = False
             if self._ever_connected:
                 self._reconnects += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,27 @@ import yaml
 from pydantic import ValidationError
 
 from .schema import AgentConfig
+
+
+class YamlLoader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: only true and false.
+
+    PyYAML follows YAML 1.1, where yes/no/on/off are booleans too: an unquoted `on:` key (the
+    webhooks' list of results) became True and a value like `no` became False. Every YAML file
+    the agent reads goes through this loader.
+    """
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=YamlLoader)
 
 
 @dataclass(frozen=True)
@@ -96,8 +118,8 @@ def load_config(path: str | Path) -> AgentConfig:
     except OSError as exc:
         raise ConfigError([ConfigIssue(name, None, "", f"cannot read the file: {exc.strerror or exc}")]) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=YamlLoader)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -119,7 +141,7 @@ def load_config(path: str | Path) -> AgentConfig:
         raise ConfigError(_dedupe(issues)) from None
 
     issues = [
-        ConfigIssue(name, _nearest_line(lines, p), ".".join(p), message) for p, message in config.reference_issues()
+        ConfigIssue(name, _nearest_line(lines, p), ".".join(map(str, p)), message) for p, message in config.reference_issues()
     ]
     if issues:
         raise ConfigError(issues)

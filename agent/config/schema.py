@@ -95,6 +95,20 @@ class PlcRegisters(Strict):
     online: int = Field(109, ge=0, le=65535)
     encoder: int = Field(110, ge=0, le=65534)  # two registers, written by the PLC
     reject_coil: int = Field(10, ge=0, le=65535)
+    # The part signal, written by the PLC and polled by a `type: plc` trigger.
+    part_present: int = Field(112, ge=0, le=65535)
+    plc_trigger_id: int = Field(113, ge=0, le=65534)  # two registers
+    part_present_coil: int = Field(11, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        from ..act.plc import PlcError, PlcRegisterMap  # the adapter owns the map's rules
+
+        try:
+            PlcRegisterMap(**self.model_dump())
+        except PlcError as exc:
+            raise ValueError(str(exc).removeprefix("PLC register map: ")) from None
+        return self
 
 
 class PlcRtu(Strict):
@@ -127,6 +141,10 @@ class PlcConfig(Strict):
 class ModelConfig(Strict):
     path: Path = Field(description="An OpenVINO IR folder (xml+bin+metadata.yaml) or .xml file.")
     device: Literal["CPU", "GPU", "NPU", "AUTO"] = "CPU"
+    # Where the frame is resized to the model input: auto = cv2 on the host for CPU (much cheaper
+    # than OpenVINO's in-graph Interpolate there), in the graph for GPU/NPU. Padding, colour order,
+    # layout and scaling always run in the graph.
+    resize: Literal["auto", "graph", "host"] = "auto"
 
 
 class HttpSnapshotCamera(Strict):
@@ -278,9 +296,56 @@ class ScaleTriggerConfig(Strict):
     checksum: bool = True  # Toledo: frames end with a checksum byte
 
 
+class PlcTriggerConfig(Strict):
+    """Polls the PLC's part signal (plc.registers part_present / plc_trigger_id / part_present_coil)."""
+
+    type: Literal["plc"]
+    # trigger_id: each new trigger id fires, and the result echoes it; part_present: the rising edge
+    # of the part-present level fires (a PLC without an id register; the line's own number is echoed).
+    fire_on: Literal["trigger_id", "part_present"] = "trigger_id"
+    part_present: Literal["register", "coil"] = "register"  # where the PLC puts the level
+    poll_ms: float = Field(10, ge=1, le=10000)
+    # A change found after a longer gap in polling (or after a reconnect) is stale: counted, never fired.
+    stale_after_ms: float = Field(250, ge=1, le=60000)
+
+
+class AllOfTrigger(Strict):
+    """Fires when every member has fired within window_ms (e.g. motion and a settled weight)."""
+
+    type: Literal["all_of"]
+    members: list[TriggerConfig] = Field(min_length=2)
+    window_ms: float = Field(2000, gt=0, le=3_600_000)
+    cooldown_ms: float = Field(0, ge=0, le=3_600_000)
+
+
+class AnyOfTrigger(Strict):
+    """Fires when any member fires."""
+
+    type: Literal["any_of"]
+    members: list[TriggerConfig] = Field(min_length=2)
+    cooldown_ms: float = Field(0, ge=0, le=3_600_000)  # two sensors on the same part fire once
+
+
 TriggerConfig = Annotated[
-    Union[GpioTrigger, IntervalTriggerConfig, MotionTriggerConfig, ScaleTriggerConfig], Field(discriminator="type")
+    Union[GpioTrigger, IntervalTriggerConfig, MotionTriggerConfig, ScaleTriggerConfig, PlcTriggerConfig,
+          AllOfTrigger, AnyOfTrigger],
+    Field(discriminator="type"),
 ]
+AllOfTrigger.model_rebuild()
+AnyOfTrigger.model_rebuild()
+
+
+def walk_triggers(trigger, path: tuple = ()):
+    """(path, trigger) for a trigger and every member nested in it; path is relative to it."""
+    yield path, trigger
+    for i, member in enumerate(getattr(trigger, "members", ())):
+        yield from walk_triggers(member, path + ("members", i))
+
+
+class BurstConfig(Strict):
+    """Take `frames` frames from the trigger's own on, and inspect the sharpest."""
+
+    frames: int = Field(3, ge=2, le=30)
 
 
 class RejectOutput(Strict):
@@ -319,14 +384,40 @@ class RejectTimingConfig(Strict):
 
 
 class WebhookConfig(Strict):
-    """POST each event (JSON, Idempotency-Key: event_id) to a POS or webhook."""
+    """POST each event (JSON, Idempotency-Key: event_id) to a POS or webhook. Calls wait in the
+    outbox file until answered, refused (4xx), expired (max_age_h) or evicted (the bounds)."""
 
+    # The calls' queue in the outbox file and in health (LINE/NAME); keep it when the url changes,
+    # so the calls waiting follow. Default: webhook0, webhook1, ... in list order.
+    name: str | None = Field(None, pattern=_ID)
     url: str = Field(pattern=r"^https?://")
     on: list[Literal["pass", "reject", "no_read"]] = ["pass", "reject", "no_read"]
-    timeout_ms: int = Field(2000, ge=10, le=60000)
-    retries: int = Field(5, ge=0, le=100)
-    backoff_ms: int = Field(500, ge=10, le=600000)
-    queue_size: int = Field(1000, ge=1, le=100000)
+    timeout_ms: int = Field(2000, ge=10, le=60000)  # connect, and each read
+    backoff_ms: int = Field(500, ge=10, le=600000)  # the first retry's wait; doubles per failure, with jitter
+    backoff_max_ms: int = Field(60000, ge=10, le=3600000)
+    max_age_h: float = Field(24.0, gt=0, le=24 * 365)  # an older call is expired, counted
+    max_pending: int = Field(10000, ge=1, le=10_000_000)  # calls kept; the oldest is evicted, counted
+    max_bytes: int = Field(64 * 1024**2, ge=4096)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys(cls, data):
+        if isinstance(data, dict):
+            for key in ("retries", "queue_size"):
+                if key in data:
+                    raise ValueError(f"{key} is gone: failed calls now wait in the outbox file until max_age_h "
+                                     "(bounded by max_pending and max_bytes); remove the key")
+        return data
+
+    def name_at(self, index: int) -> str:
+        """Its name, for the webhook at `index` in its line's list."""
+        return self.name or f"webhook{index}"
+
+    @model_validator(mode="after")
+    def _backoff_order(self):
+        if self.backoff_max_ms < self.backoff_ms:
+            raise ValueError(f"backoff_max_ms {self.backoff_max_ms} is below backoff_ms {self.backoff_ms}")
+        return self
 
 
 class StackLightConfig(Strict):
@@ -357,6 +448,7 @@ class InspectionLine(Strict):
     thresholds: dict[str, float] = {}
     default_threshold: float = Field(0.4, gt=0, lt=1)
     reject_output: RejectOutput | None = None
+    burst: BurstConfig | None = None  # None: the trigger's frame alone
     reject_timing: RejectTimingConfig | None = None  # None: the reject fires as soon as the result is known
     stop_line_output: OutputPin | None = None  # latched on by reject_timing.fail_action stop_line
     webhooks: list[WebhookConfig] = []
@@ -370,6 +462,15 @@ class InspectionLine(Strict):
         for label, threshold in value.items():
             if not 0 < threshold < 1:
                 raise ValueError(f"threshold for {label!r} must be between 0 and 1, got {threshold}")
+        return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhook_names_unique(cls, value: list[WebhookConfig]):
+        names = [hook.name_at(i) for i, hook in enumerate(value)]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"webhook name {twice[0]!r} is used twice: give each webhook its own name")
         return value
 
 
@@ -472,10 +573,11 @@ class AgentConfig(Strict):
         if self.control.enabled and self.control.require_signature and not self.control.public_keys:
             issues.append((("control", "public_keys"), "require_signature needs at least one public key file"))
         for name, line in self.lines.items():
-            motion_camera = getattr(line.trigger, "camera", None)
-            if line.trigger.type == "motion" and motion_camera is not None and motion_camera not in self.cameras:
-                known = ", ".join(self.cameras) or "none"
-                issues.append((("lines", name, "trigger", "camera"), f"no camera named {motion_camera!r} (cameras: {known})"))
+            for path, trigger in walk_triggers(line.trigger, ("lines", name, "trigger")):
+                motion_camera = getattr(trigger, "camera", None)
+                if trigger.type == "motion" and motion_camera is not None and motion_camera not in self.cameras:
+                    known = ", ".join(self.cameras) or "none"
+                    issues.append(((*path, "camera"), f"no camera named {motion_camera!r} (cameras: {known})"))
             if line.camera not in self.cameras:
                 known = ", ".join(self.cameras) or "none"
                 issues.append((("lines", name, "camera"), f"no camera named {line.camera!r} (cameras: {known})"))

@@ -297,10 +297,11 @@ class CommandServer:
         except ValueError:  # request_id with characters JSON cannot carry: drop it, answer anyway
             reply["request_id"] = None
             payload = _json_bytes(reply)
-        self.publisher.publish_to(topic, payload, correlation_data=message.correlation_data)
+        # Audited before the reply goes out: whoever sees the reply can find the command in the log.
         self._audit.write({"command": name, "topic": message.topic, "code": code, "ok": ok, "cmd_id": cmd_id,
                            "request_id": request_id, "key": key, "bytes": len(message.payload),
                            "args": _summary(args) if args else None})
+        self.publisher.publish_to(topic, payload, correlation_data=message.correlation_data)
         level = logging.INFO if ok else logging.WARNING
         log.log(level, "command %s: %s %s", name, code, text)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ..config import ConfigError, load_config
+from ..config.loader import load_yaml
 from ..config.schema import AgentConfig
 
 # Settings a running agent takes without a restart: the rule is replaced atomically per line,
@@ -39,7 +40,7 @@ class ConfigFile:
 
     def read(self) -> dict:
         try:
-            data = yaml.safe_load(self.path.read_text(encoding="utf-8"))
+            data = load_yaml(self.path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigFileError("failed", f"cannot read {self.path}: {exc}") from None
         return data if isinstance(data, dict) else {}

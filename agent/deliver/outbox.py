@@ -22,7 +22,9 @@ Counters, per line and kind, change in the same transaction as the rows they cou
 after any crash: produced = delivered + pending + evicted + expired + rejected
 (rejected: the broker refused the message with a PUBACK reason code >= 0x80).
 
-The file also keeps the agent's session counter (starts), for the MQTT birth and will.
+The file also keeps the agent's session counter (starts), for the MQTT birth and will, and
+the HTTP actions' calls (agent/deliver/http_calls.py): an event and its calls are committed
+in one transaction.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from . import topics
+from .http_calls import HTTP_SCHEMA, HttpCalls
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ EVENT, CROP = 0, 1  # a row's kind; crops are evicted first
 KINDS = {EVENT: "events", CROP: "crops"}
 OUTCOMES = ("delivered", "evicted", "expired", "rejected")
 _FIELDS = ("produced", *OUTCOMES, "bytes")  # one counters row per (line, kind)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the HTTP calls' tables
 STATS_SCHEMA = 1
 
 _SCHEMA = """
@@ -187,6 +190,7 @@ class OutboxStore:
                 "INSERT INTO meta (key, value) VALUES ('session', 1) "
                 "ON CONFLICT (key) DO UPDATE SET value = value + 1 RETURNING value"
             ).fetchone()
+            self.http = HttpCalls(self._db, self._lock, clock)
         except sqlite3.DatabaseError as exc:
             self._db.close()
             raise self._unusable(exc) from None
@@ -222,7 +226,7 @@ class OutboxStore:
                     f"the outbox {path} was written by a newer edge-agent (schema {version}, this one "
                     f"reads {SCHEMA_VERSION}): upgrade the agent, or move the file aside"
                 )
-            db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            db.executescript(f"BEGIN; {_SCHEMA} {HTTP_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         except OutboxError:
             db.close()
             raise
@@ -239,8 +243,12 @@ class OutboxStore:
 
     # -- writing -------------------------------------------------------------------
 
-    def append(self, line: str, kind: int, topic: str, payload: bytes, props: str | None = None) -> int | None:
-        """Commit one message. Returns its row id, or None if it alone is over max_bytes (counted as evicted)."""
+    def append(self, line: str, kind: int, topic: str, payload: bytes, props: str | None = None, *,
+               http_targets: Sequence[str] = (), idempotency_key: str = "") -> int | None:
+        """Commit one message. Returns its row id, or None if it alone is over max_bytes (counted as evicted).
+
+        http_targets: HTTP actions that POST the payload too, committed in the same transaction.
+        """
         size = len(payload) + len(topic) + (len(props) if props else 0)
         now = self._clock()
         with self._lock:
@@ -261,7 +269,8 @@ class OutboxStore:
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (row_id, line, seq, kind, now, size, topic, props, payload),
                     )
-                self._commit(deltas)
+                http_deltas = self.http.insert_locked(http_targets, idempotency_key, payload, now) if http_targets else None
+                self._commit(deltas, http_deltas)
             except BaseException:
                 self._rollback()
                 raise
@@ -368,10 +377,14 @@ class OutboxStore:
     def _begin(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
 
-    def _commit(self, deltas: dict) -> None:
+    def _commit(self, deltas: dict, http_deltas: dict | None = None) -> None:
         for (line, kind), d in deltas.items():
             self._db.execute(_UPSERT_COUNTERS, (line, kind, *d))
+        if http_deltas:
+            self.http.write_counters_locked(http_deltas)
         self._db.execute("COMMIT")
+        if http_deltas:
+            self.http.applied(http_deltas)
         # Only now, when they are on disk, do the counts in memory change.
         for key, d in deltas.items():
             counts = self._counts.setdefault(key, [0] * len(_FIELDS))
@@ -495,21 +508,25 @@ class Outbox:
 
     # -- the lines' side -----------------------------------------------------------
 
-    def publish_event(self, line: str, event: dict) -> None:
-        self._append(line, EVENT, topics.event(line), _json_bytes(event), None)
+    def publish_event(self, line: str, event: dict, http_targets: Sequence[str] = ()) -> None:
+        """http_targets: HTTP actions that POST the event too (their calls commit with it)."""
+        self._append(line, EVENT, topics.event(line), _json_bytes(event), None, http_targets,
+                     str(event.get("event_id", "")))
 
     def publish_crop(self, line: str, event_id: str, index: int, jpeg: bytes, meta: dict) -> None:
         props = json.dumps([[str(k), str(v)] for k, v in meta.items()], separators=(",", ":"), ensure_ascii=False)
         self._append(line, CROP, topics.crop(line, event_id, index), bytes(jpeg), props)
 
-    def _append(self, line: str, kind: int, topic: str, payload: bytes, props: str | None) -> None:
+    def _append(self, line: str, kind: int, topic: str, payload: bytes, props: str | None,
+                http_targets: Sequence[str] = (), idempotency_key: str = "") -> None:
         if self._closed:
             with self._cond:
                 self._refused += 1
             log.warning("outbox closed: a message for %s was not stored", topic)
             return
         try:
-            self._store.append(line, kind, topic, payload, props)
+            self._store.append(line, kind, topic, payload, props, http_targets=http_targets,
+                               idempotency_key=idempotency_key)
         except sqlite3.Error as exc:  # disk full, I/O error: the line must keep inspecting
             with self._cond:
                 self._write_errors += 1
@@ -711,6 +728,7 @@ class Outbox:
             "draining_backlog": self._backlog_after is not None and self._link.connected,
             "write_errors": write_errors,
             "refused": refused,
+            "http": self._store.http.counters(),
         }
 
     def _stats_body(self) -> dict:

@@ -5,38 +5,33 @@ from __future__ import annotations
 import numpy as np
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box against many."""
-    ix1 = np.maximum(box[0], boxes[:, 0])
-    iy1 = np.maximum(box[1], boxes[:, 1])
-    ix2 = np.minimum(box[2], boxes[:, 2])
-    iy2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
-
-
 def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float, max_detections: int) -> np.ndarray:
     """Greedy class-aware NMS. Returns kept indices, best score first.
 
     Boxes of different classes never suppress each other: each class is offset into its own
     coordinate range, so one pass handles all classes (the trick torchvision's batched_nms uses).
+    The pairwise IoU matrix is computed in one vectorised step; the greedy pass then only reads
+    rows of it. Candidates are few after the confidence threshold, so n x n stays small.
     """
     if len(boxes) == 0:
         return np.empty(0, dtype=np.int64)
-    offset = (boxes.max() + 1.0) * class_ids.astype(np.float32)
-    shifted = boxes + offset[:, None]
     order = np.argsort(-scores, kind="stable")
+    shifted = boxes[order] + ((boxes.max() + 1.0) * class_ids[order].astype(np.float32))[:, None]
+    x1, y1, x2, y2 = shifted.T
+    areas = (x2 - x1) * (y2 - y1)
+    inter = (np.clip(np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1), 0, None)
+             * np.clip(np.minimum(y2[:, None], y2) - np.maximum(y1[:, None], y1), 0, None))
+    overlaps = inter / np.maximum(areas[:, None] + areas - inter, 1e-9) > iou_threshold
+    suppressed = np.zeros(len(order), dtype=bool)
     keep = []
-    while order.size and len(keep) < max_detections:
-        best = order[0]
-        keep.append(best)
-        if order.size == 1:
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        if len(keep) == max_detections:
             break
-        rest = order[1:]
-        order = rest[box_iou(shifted[best], shifted[rest]) <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+        suppressed |= overlaps[i]
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def decode_yolov8(
@@ -49,16 +44,16 @@ def decode_yolov8(
     pixels, then per-class scores) into (boxes xyxy, scores, class_ids) after NMS."""
     if output.ndim != 3 or output.shape[0] != 1 or output.shape[1] < 5:
         raise ValueError(f"expected a [1, 4+classes, anchors] output, got {list(output.shape)}")
-    preds = output[0].T  # anchors x (4 + classes)
-    class_scores = preds[:, 4:]
-    class_ids = class_scores.argmax(axis=1)
-    scores = class_scores[np.arange(len(preds)), class_ids]
-    mask = scores >= conf_threshold
-    if not mask.any():
+    # Threshold in the model's own [classes, anchors] layout first: most anchors are background,
+    # and only the few candidates left are transposed and decoded.
+    class_scores = output[0, 4:]
+    scores = class_scores.max(axis=0)
+    candidates = np.flatnonzero(scores >= conf_threshold)
+    if candidates.size == 0:
         return np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int64)
-    xywh, scores, class_ids = preds[mask, :4], scores[mask], class_ids[mask]
-    boxes = np.empty_like(xywh)
-    boxes[:, :2] = xywh[:, :2] - xywh[:, 2:] / 2
-    boxes[:, 2:] = xywh[:, :2] + xywh[:, 2:] / 2
+    scores = scores[candidates]
+    class_ids = class_scores[:, candidates].argmax(axis=0)
+    cx, cy, w, h = output[0, :4, candidates].T  # advanced indexing puts the candidates first: [n, 4]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32, copy=False)
     keep = nms(boxes, scores, class_ids, iou_threshold, max_detections)
     return boxes[keep], scores[keep], class_ids[keep]

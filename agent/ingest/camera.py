@@ -39,8 +39,18 @@ class HttpSnapshotCamera:
     def start(self) -> None:
         """Nothing runs between grabs."""
 
-    def expect(self, t_mono: float) -> None:
+    def expect(self, t_mono: float, frames: int = 1) -> None:
         """A fetch starts when the line asks, which is at or after the trigger anyway."""
+
+    def grab_burst(self, after: float | None, count: int, timeout_s: float | None = None) -> list[Frame]:
+        """count stills fetched one after the other; stops at the first failure."""
+        frames = []
+        for _ in range(count):
+            frame = self.grab(after, timeout_s)
+            if frame is None:
+                break
+            frames.append(frame)
+        return frames
 
     def next_frame(self, timeout_s: float) -> Frame | None:
         return self.grab()

@@ -14,16 +14,21 @@ class IntervalTrigger:
         self._period = period_s
         self._on_fire = on_fire
         self._stop = threading.Event()
+        self.fires = 0
         self._thread = threading.Thread(target=self._run, name=f"{name}-trigger", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         next_at = time.monotonic() + self._period
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            self.fires += 1
             self._on_fire(time.monotonic())
             next_at += self._period
             if next_at < time.monotonic():  # fell behind (suspended?): skip, don't burst
                 next_at = time.monotonic() + self._period
+
+    def stats(self) -> dict:
+        return {"type": "interval", "period_ms": round(self._period * 1000, 3), "fires": self.fires}
 
     def close(self) -> None:
         self._stop.set()

@@ -9,7 +9,8 @@ which kind they read. A live source runs one reader thread that keeps only the n
 
 Triggered capture: a trigger at time t belongs to the first frame read at or after t. The
 trigger's wiring calls `expect(t)` at once; the reader hands that frame to the reservation,
-so it is kept however many newer frames arrive before the line calls `grab()`.
+so it is kept however many newer frames arrive before the line calls `grab()`. A burst
+(`expect(t, frames=n)`, then `grab_burst()`) reserves that frame and the n - 1 read after it.
 
 OpenCV's FFmpeg backend is used for streams and files (RTSP, RTMP, HTTP, UDP). Its open
 and read timeouts are set per capture (CAP_PROP_OPEN_TIMEOUT_MSEC / CAP_PROP_READ_TIMEOUT_MSEC),
@@ -47,11 +48,15 @@ class Source(Protocol):
 
     def start(self) -> None: ...
 
-    def expect(self, t_mono: float) -> None:
-        """A trigger happened at t_mono: keep the first frame read at or after it."""
+    def expect(self, t_mono: float, frames: int = 1) -> None:
+        """A trigger happened at t_mono: keep the first frame read at or after it (and the
+        frames - 1 read after that one, for a burst)."""
 
     def grab(self, after: float | None = None, timeout_s: float | None = None) -> Frame | None:
         """The frame for a trigger (None: no frame in time, a no-read)."""
+
+    def grab_burst(self, after: float | None, count: int, timeout_s: float | None = None) -> list[Frame]:
+        """The trigger's frame and up to count - 1 after it ([]: no frame in time, a no-read)."""
 
     def next_frame(self, timeout_s: float) -> Frame | None:
         """The newest frame this consumer has not seen yet, waiting up to timeout_s."""
@@ -95,14 +100,35 @@ class Backoff:
 
 
 class _Reservation:
-    __slots__ = ("after", "frame", "done", "created", "claimed")
+    """Frames kept for one trigger: the first read at or after `after`, and count - 1 more."""
 
-    def __init__(self, after: float):
+    __slots__ = ("after", "count", "frames", "done", "full", "created", "claimed")
+
+    def __init__(self, after: float, count: int = 1):
         self.after = after
+        self.count = max(1, count)
         self.claimed = False
-        self.frame: Frame | None = None
-        self.done = threading.Event()
+        self.frames: list[Frame] = []
+        self.done = threading.Event()  # the first frame is in
+        self.full = threading.Event()  # all `count` are in (or none will come)
         self.created = time.monotonic()
+
+    @property
+    def frame(self) -> Frame | None:
+        return self.frames[0] if self.frames else None
+
+    def wants(self, t_mono: float) -> bool:
+        return len(self.frames) < self.count and self.after <= t_mono
+
+    def add(self, frame: Frame) -> None:
+        self.frames.append(frame)
+        self.done.set()
+        if len(self.frames) >= self.count:
+            self.full.set()
+
+    def release(self) -> None:
+        self.done.set()
+        self.full.set()
 
 
 class LiveSource:
@@ -158,7 +184,7 @@ class LiveSource:
         with self._cond:
             self._cond.notify_all()
             for reservation in self._reservations:
-                reservation.done.set()
+                reservation.release()
         deadline = time.monotonic() + 2.0  # a shutdown must not wait on a driver
         for thread in [self._reader_thread, self._watchdog, *self._abandoned]:
             if thread is not None and thread is not threading.current_thread():
@@ -176,17 +202,16 @@ class LiveSource:
         self.close()
 
     # -- consumers -------------------------------------------------------------------
-    def expect(self, t_mono: float) -> None:
+    def expect(self, t_mono: float, frames: int = 1) -> None:
         with self._cond:
-            self._reserve(t_mono)
+            self._reserve(t_mono, frames)
 
-    def _reserve(self, after: float) -> _Reservation:
-        reservation = _Reservation(after)
+    def _reserve(self, after: float, count: int = 1) -> _Reservation:
+        reservation = _Reservation(after, count)
         newest = self._newest
         # The trigger came from this very frame (motion) or arrived while it was being read.
         if newest is not None and newest.t_mono >= after:
-            reservation.frame = newest
-            reservation.done.set()
+            reservation.add(newest)
         self._reservations.append(reservation)
         return reservation
 
@@ -213,6 +238,34 @@ class LiveSource:
             if reservation.frame is None:
                 self.counters["grab_timeouts"] += 1
             return reservation.frame
+
+    def grab_burst(self, after: float | None, count: int, timeout_s: float | None = None) -> list[Frame]:
+        """The frames reserved by `expect(after, frames=count)`: the trigger's own first.
+
+        Waits up to timeout_s for the first frame and up to timeout_s more for the rest; a
+        reservation made for fewer frames (a trigger without a burst) is extended from now on.
+        """
+        timeout_s = self._grab_timeout_s if timeout_s is None else timeout_s
+        with self._cond:
+            reservation = self._claim(after)
+            if reservation is None:
+                reservation = self._reserve(time.monotonic() if after is None else after, count)
+                reservation.claimed = True
+            elif reservation.count < count:
+                reservation.count = count
+                reservation.full.clear()
+            if not reservation.done.is_set() and self._state in ("offline", "ended", "stopped"):
+                self._reservations.remove(reservation)
+                self.counters["grabs_while_offline"] += 1
+                return []
+        if reservation.done.wait(timeout_s):
+            reservation.full.wait(timeout_s)
+        with self._cond:
+            if reservation in self._reservations:
+                self._reservations.remove(reservation)
+            if not reservation.frames:
+                self.counters["grab_timeouts"] += 1
+            return list(reservation.frames)
 
     def _claim(self, after: float | None) -> _Reservation | None:
         if after is None:
@@ -323,9 +376,8 @@ class LiveSource:
                 self.counters["dropped"] += 1
             self._newest, self._newest_seen = frame, False
             for reservation in self._reservations:
-                if reservation.frame is None and reservation.after <= t_mono:
-                    reservation.frame = frame
-                    reservation.done.set()
+                if reservation.wants(t_mono):
+                    reservation.add(frame)
             was = self._state
             self._state = "online"
             self._cond.notify_all()
@@ -347,7 +399,7 @@ class LiveSource:
             self._state = "ended"
             self.last_error = reason
             for reservation in self._reservations:
-                reservation.done.set()
+                reservation.release()
             self._cond.notify_all()
         log.info("camera %s: %s", self.name, reason)
 

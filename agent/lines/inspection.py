@@ -26,6 +26,7 @@ from ..act.plc import ResultCode
 from ..events import Frame, Inspection, Outcome, Trigger, Verdict
 from ..infer.engine import BadFrame
 from ..infer.geometry import crop_box
+from ..ingest.burst import sharpest
 from ..postprocess.inspection_rule import DefectRule
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ EVENT_SCHEMA = 1
 
 class Camera(Protocol):
     def grab(self, after: float | None = None) -> Frame | None: ...
+
+    def grab_burst(self, after: float | None, count: int) -> list[Frame]: ...
 
 
 class DetectorLike(Protocol):
@@ -109,10 +112,12 @@ class InspectionLine:
         cascade=None,
         reject_timer=None,
         stall_s: float = 2.0,
+        burst_frames: int = 1,
     ):
         """reject_timer: an agent.act.reject_timing.RejectTimer; the reject then fires when the part
         reaches the station, and only a timely PASS passes. None: pulse at once (station at the camera).
-        stall_s: a part waiting this long for its result, or a stage busy this long, is unhealthy."""
+        stall_s: a part waiting this long for its result, or a stage busy this long, is unhealthy.
+        burst_frames: > 1 inspects the sharpest of that many frames from the trigger's own on."""
         self.name = name
         self.device_id = device_id
         self._camera = camera
@@ -129,6 +134,8 @@ class InspectionLine:
         self._crops = crops
         self._model_name = model_name
         self._seq = 0
+        self._newest_inspection_id = 0  # of the newest trigger: the PLC's trigger id for PLC-triggered parts
+        self._burst_frames = burst_frames
         self._seq_lock = threading.Lock()
         self._capture_q: queue.Queue = queue.Queue(queue_size)
         self._inspect_q: queue.Queue = queue.Queue(queue_size)
@@ -176,8 +183,10 @@ class InspectionLine:
         return not alive
 
     # -- ingest ----------------------------------------------------------------------
-    def on_trigger(self, t_mono: float | None = None, source: str = "gpio", weight_g: float | None = None) -> Trigger | None:
-        """Called from the sensor's callback thread: must return at once."""
+    def on_trigger(self, t_mono: float | None = None, source: str = "gpio", weight_g: float | None = None,
+                   plc_trigger_id: int | None = None) -> Trigger | None:
+        """Called from the sensor's callback thread: must return at once. plc_trigger_id: the
+        PLC's id for the part, echoed in the result instead of the line's sequence number."""
         if not self._accepting:
             return None
         if self.paused:
@@ -186,9 +195,10 @@ class InspectionLine:
         with self._seq_lock:
             self._seq += 1
             seq = self._seq
+            self._newest_inspection_id = seq if plc_trigger_id is None else plc_trigger_id
         t_mono = time.monotonic() if t_mono is None else t_mono
         trigger = Trigger(line=self.name, seq=seq, t_mono=t_mono, t_wall=time.time() - (time.monotonic() - t_mono),
-                          source=source, weight_g=weight_g)
+                          source=source, weight_g=weight_g, plc_trigger_id=plc_trigger_id)
         if self._in_flight() == 0:
             self._last_progress = time.monotonic()
         self.counters["triggers"] += 1
@@ -210,7 +220,10 @@ class InspectionLine:
             if trigger is _STOP:
                 self._inspect_q.put(_STOP)
                 return
-            frame = self._camera.grab(after=trigger.t_mono)  # the frame reserved at the trigger
+            if self._burst_frames > 1 and trigger is not _WARM_UP:  # from the frame reserved at the trigger on
+                frame = sharpest(self._camera.grab_burst(trigger.t_mono, self._burst_frames), self._burst_frames)
+            else:
+                frame = self._camera.grab(after=trigger.t_mono)  # the frame reserved at the trigger
             self._inspect_q.put((trigger, frame, time.monotonic()))
 
     # -- inspect and act -------------------------------------------------------------
@@ -284,8 +297,8 @@ class InspectionLine:
             self._reject_output.pulse(self._reject_pulse_s)
         if self._plc is not None:
             defect_class = 1 + verdict.defects[0].class_id if verdict.defects else 0
-            written = self._plc.write_result(trigger.seq, code, len(verdict.defects), reject,
-                                             defect_class=defect_class, trigger_id=self._seq)
+            written = self._plc.write_result(trigger.inspection_id, code, len(verdict.defects), reject,
+                                             defect_class=defect_class, trigger_id=self._newest_inspection_id)
             if not written:
                 self.counters["plc_write_failures"] += 1
         inspection.timings_ms["act"] = (time.monotonic() - start) * 1000
@@ -326,7 +339,7 @@ class InspectionLine:
             if not ok:
                 continue
             meta = {
-                "schema": EVENT_SCHEMA, "event_id": inspection.event_id, "inspection_id": inspection.trigger.seq,
+                "schema": EVENT_SCHEMA, "event_id": inspection.event_id, "inspection_id": inspection.trigger.inspection_id,
                 "label": defect.label, "score": round(defect.score, 4), "crop": f"{x1},{y1},{x2},{y2}",
             }
             if defect.classification is not None:
@@ -340,17 +353,25 @@ class InspectionLine:
             "event_id": inspection.event_id,
             "device_id": self.device_id,
             "line": self.name,
-            "inspection_id": trigger.seq,
+            "inspection_id": trigger.inspection_id,
             "ts": round(trigger.t_wall, 3),
-            "trigger": {"source": trigger.source, "seq": trigger.seq, "weight_g": trigger.weight_g},
+            "trigger": {"source": trigger.source, "seq": trigger.seq, "weight_g": trigger.weight_g,
+                        "plc_trigger_id": trigger.plc_trigger_id},
             "result": verdict.outcome.value,
             "reason": verdict.reason,
             "defects": [self._defect_payload(i, d) for i, d in enumerate(verdict.defects)],
-            "frame": None if frame is None else {"camera": frame.camera, "seq": frame.seq,
-                                                 "width": frame.image.shape[1], "height": frame.image.shape[0]},
+            "frame": None if frame is None else self._frame_payload(frame),
             "model": self._model_name,
             "timings_ms": {k: round(v, 2) for k, v in inspection.timings_ms.items()},
         }
+
+    @staticmethod
+    def _frame_payload(frame: Frame) -> dict:
+        payload = {"camera": frame.camera, "seq": frame.seq, "width": frame.image.shape[1], "height": frame.image.shape[0]}
+        if frame.burst is not None:
+            payload["burst"] = {"requested": frame.burst.requested, "chosen": frame.burst.chosen,
+                                "sharpness": list(frame.burst.sharpness)}
+        return payload
 
     def _defect_payload(self, index: int, defect) -> dict:
         payload = {"label": defect.label, "score": round(defect.score, 4), "box": [round(v, 1) for v in defect.box],

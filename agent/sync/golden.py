@@ -25,7 +25,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..infer.nms import box_iou
 from .manifest import GoldenCase, ModelEntry
 
 
@@ -105,7 +104,7 @@ def _compare_detections(case: GoldenCase, found: list, threshold: float, setting
         if not same:
             problems.append(f"expected {expected.label} {expected.score:.2f} not found")
             continue
-        ious = box_iou(np.array(expected.box, np.float32), np.array([d.box for d in same], np.float32))
+        ious = _iou(np.array(expected.box, np.float32), np.array([d.box for d in same], np.float32))
         best = int(np.argmax(ious))
         match, iou = same[best], float(ious[best])
         if iou < settings.min_iou or abs(match.score - expected.score) > settings.score_tolerance:
@@ -118,6 +117,16 @@ def _compare_detections(case: GoldenCase, found: list, threshold: float, setting
             problems.append(f"unexpected {extra.label} {extra.score:.2f} at "
                             f"[{', '.join(f'{v:.0f}' for v in extra.box)}]")
     return problems
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one x1,y1,x2,y2 box with each row of boxes."""
+    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = width * height
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
 
 
 def _compare_top(case: GoldenCase, top: list[tuple[str, float]], tolerance: float) -> list[str]:

@@ -1,0 +1,333 @@
+"""The stream line: continuous detection on live cameras (the surveillance use case's front end).
+
+  camera readers (one per camera, LiveSource) -> [pump per camera] newest frame, rate cap, motion gate
+      -> pending: the newest accepted frame of each camera (an older one still waiting is dropped, counted)
+      -> [batch thread] the pending frames of one size as one batch -> AsyncDetector (THROUGHPUT hint)
+      -> OpenVINO callback -> results queue -> [deliver thread] thresholds, optional classifier,
+         one event per camera at most every `event_interval_s` while something is detected, crops
+
+Several requests are in flight at once, so capture, inference and post-processing overlap; the
+batch thread blocks only while every request is busy, and meanwhile each camera's newest frame
+replaces the one waiting (live video: the newest frame is the one worth inferring).
+
+With a motion gate, a camera whose picture is still costs only the motion check (well under
+1 ms a frame); the detector still looks every `still_interval_s`, so an object that stopped
+moving (a parked car, a loiterer) keeps being reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import cv2
+
+from ..events import Detection, Frame
+from ..infer.engine import AsyncDetector, BadFrame, Detector
+from ..infer.geometry import crop_box
+from ..ingest.motion import MotionDetector, MotionSettings
+from ..postprocess.inspection_rule import DefectRule
+from .inspection import CropSettings, EVENT_SCHEMA
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+STAGES = ("batch", "deliver")
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    max_fps: float = 5.0  # per camera: frames offered to the detector per second, at most
+    motion: MotionSettings | None = None  # None: every frame (up to max_fps) goes to the detector
+    still_interval_s: float | None = 5.0  # with motion: look anyway this often; None: never
+    event_interval_s: float = 1.0  # per camera: at most one event this often while something is seen
+    max_batch: int = 4  # frames in one inference request
+    queue_size: int = 16  # results waiting for the deliver thread; more are dropped, counted
+    stall_s: float = 5.0  # a stage busy this long, or no result this long with frames waiting, is unhealthy
+
+
+class StreamLine:
+    def __init__(self, name: str, device_id: str, cameras: dict, detector: Detector, rule: DefectRule,
+                 publisher, settings: StreamSettings = StreamSettings(), cascade=None,
+                 crops: CropSettings = CropSettings(), model_name: str = "",
+                 clock: Callable[[], float] = time.monotonic):
+        """cameras: name -> a live source (agent.ingest.sources.LiveSource); detector: compiled with
+        the THROUGHPUT hint; rule: per-class report thresholds (only its thresholds are used)."""
+        self.name = name
+        self.device_id = device_id
+        self._cameras = cameras
+        self._detector = detector
+        self.rule = rule
+        self._publisher = publisher
+        self._settings = settings
+        self._cascade = cascade
+        self._crops = crops
+        self._model_name = model_name
+        self._clock = clock
+        self._motion = {cam: MotionDetector(settings.motion) for cam in cameras} if settings.motion else {}
+        self._pending: dict[str, Frame] = {}
+        self._cond = threading.Condition()
+        self._results: queue.Queue = queue.Queue(settings.queue_size)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._stage_threads: dict[str, threading.Thread] = {}
+        self._busy_since: dict[str, float | None] = dict.fromkeys(STAGES)
+        self._async = AsyncDetector(detector, rule.lowest_threshold, self._on_result)
+        self._last_event: dict[str, float] = {}
+        self._last_inferred: dict[str, float] = {}
+        self._in_flight = 0
+        self._last_result = clock()
+        self.paused = False
+        self.first_frame_at: float | None = None
+        self.warm_up_error: str | None = None
+        self.counters = dict.fromkeys(
+            ("frames", "skipped_rate", "skipped_still", "skipped_paused", "dropped_behind", "inferred", "batches",
+             "results_dropped", "inference_errors", "detections", "events", "crops"), 0)
+        self.per_camera = {cam: dict.fromkeys(("frames", "inferred", "detections", "events"), 0) for cam in cameras}
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        for cam, source in self._cameras.items():
+            thread = threading.Thread(target=self._pump, args=(cam, source), name=f"{self.name}-{cam}-pump", daemon=True)
+            self._threads.append(thread)
+        for stage, target in (("batch", self._batch_loop), ("deliver", self._deliver_loop)):
+            thread = threading.Thread(target=target, name=f"{self.name}-{stage}", daemon=True)
+            self._stage_threads[stage] = thread
+            self._threads.append(thread)
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout_s: float = 4.0) -> bool:
+        """Stop taking frames, let the requests in flight finish, deliver their results, join."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        deadline = self._clock() + timeout_s
+        batch = self._stage_threads.get("batch")
+        if batch is not None:
+            batch.join(max(0.0, deadline - self._clock()))
+        try:
+            self._async.wait_all()
+        except RuntimeError as exc:
+            log.warning("stream line %s: waiting for inference at stop: %s", self.name, exc)
+        self._results.put(_STOP)
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - self._clock()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            log.error("stream line %s: threads still running after %.1f s: %s", self.name, timeout_s, ", ".join(alive))
+        self._threads, self._stage_threads = [], {}
+        return not alive
+
+    # -- camera side -----------------------------------------------------------------
+    def _pump(self, cam: str, source) -> None:
+        # A token bucket, not a minimum gap: a camera at exactly max_fps with a little jitter keeps
+        # its full rate, and a faster one is thinned evenly to max_fps.
+        allowance, last_t = 1.0, None
+        while not self._stop.is_set():
+            try:
+                frame = source.next_frame(0.5)
+            except Exception:  # a camera bug must not end the line's reading of it for good
+                log.exception("stream line %s: reading camera %s failed", self.name, cam)
+                self._stop.wait(1.0)
+                continue
+            if frame is None:
+                continue
+            self.counters["frames"] += 1
+            self.per_camera[cam]["frames"] += 1
+            if self.paused:
+                self.counters["skipped_paused"] += 1
+                continue
+            if last_t is not None:
+                allowance = min(1.0, allowance + (frame.t_mono - last_t) * self._settings.max_fps)
+            last_t = frame.t_mono
+            if allowance < 0.9:
+                self.counters["skipped_rate"] += 1
+                continue
+            allowance -= 1.0
+            if not self._worth_inferring(cam, frame):
+                self.counters["skipped_still"] += 1
+                continue
+            with self._cond:
+                if cam in self._pending:
+                    self.counters["dropped_behind"] += 1
+                self._pending[cam] = frame
+                self._cond.notify()
+
+    def _worth_inferring(self, cam: str, frame: Frame) -> bool:
+        detector = self._motion.get(cam)
+        if detector is None:
+            return True
+        try:
+            moving = detector.detect(frame.image) is not None
+        except Exception:
+            log.exception("stream line %s: motion detection failed on camera %s", self.name, cam)
+            return True  # cannot tell: look
+        still = self._settings.still_interval_s
+        due = still is not None and frame.t_mono - self._last_inferred.get(cam, -1e9) >= still
+        return moving or due
+
+    # -- inference -------------------------------------------------------------------
+    def _batch_loop(self) -> None:
+        while True:
+            self._busy_since["batch"] = None
+            with self._cond:
+                while not self._pending and not self._stop.is_set():
+                    self._cond.wait(0.5)
+                if self._stop.is_set():
+                    return
+                taken, self._pending = self._pending, {}
+            self._busy_since["batch"] = self._clock()
+            by_size: dict[tuple, list[tuple[str, Frame]]] = {}
+            for cam, frame in taken.items():
+                by_size.setdefault(frame.image.shape, []).append((cam, frame))
+            for group in by_size.values():
+                for start in range(0, len(group), self._settings.max_batch):
+                    self._submit(group[start : start + self._settings.max_batch])
+
+    def _submit(self, items: list[tuple[str, Frame]]) -> None:
+        for cam, frame in items:
+            self._last_inferred[cam] = frame.t_mono
+        try:
+            with self._cond:
+                self._in_flight += len(items)
+            self._async.submit([frame.image for _, frame in items], (items, self._clock()))
+        except (BadFrame, RuntimeError) as exc:
+            with self._cond:
+                self._in_flight -= len(items)
+            self.counters["inference_errors"] += 1
+            self.warm_up_error = self.warm_up_error if self.first_frame_at else f"the detector failed: {exc}"
+            log.error("stream line %s: inference failed on %s: %s", self.name, ", ".join(c for c, _ in items), exc)
+            return
+        self.counters["batches"] += 1
+
+    def _on_result(self, detections: list[list[Detection]], userdata) -> None:
+        """On an OpenVINO thread: hand over and return."""
+        items, submitted = userdata
+        now = self._clock()
+        with self._cond:
+            self._in_flight -= len(items)
+        self._last_result = now
+        if self.first_frame_at is None:
+            self.first_frame_at = now
+            self.warm_up_error = None
+        self.counters["inferred"] += len(items)
+        try:
+            self._results.put_nowait((items, detections, (now - submitted) * 1000))
+        except queue.Full:
+            self.counters["results_dropped"] += len(items)
+
+    # -- deliver ---------------------------------------------------------------------
+    def _deliver_loop(self) -> None:
+        while True:
+            self._busy_since["deliver"] = None
+            item = self._results.get()
+            if item is _STOP:
+                return
+            self._busy_since["deliver"] = self._clock()
+            items, detections, infer_ms = item
+            for (cam, frame), found in zip(items, detections):
+                self.per_camera[cam]["inferred"] += 1
+                try:
+                    self._deliver(cam, frame, found, infer_ms, len(items))
+                except Exception:
+                    log.exception("stream line %s: delivering camera %s frame %d failed", self.name, cam, frame.seq)
+
+    def _deliver(self, cam: str, frame: Frame, found: list[Detection], infer_ms: float, batch: int) -> None:
+        rule = self.rule
+        found = [d for d in found if d.score >= rule.threshold_for(d.label)]
+        if not found:
+            return
+        self.counters["detections"] += len(found)
+        self.per_camera[cam]["detections"] += len(found)
+        if frame.t_mono - self._last_event.get(cam, -1e9) < self._settings.event_interval_s:
+            return
+        self._last_event[cam] = frame.t_mono
+        timings = {"infer": infer_ms}
+        if self._cascade is not None:
+            started = time.perf_counter()
+            found = self._cascade.classify(frame.image, found)
+            timings["classify"] = (time.perf_counter() - started) * 1000
+        event_id = str(uuid.uuid4())
+        event = self.event_payload(event_id, cam, frame, found, timings, batch)
+        if self._publisher is None:
+            return
+        self._publisher.publish_event(self.name, event)
+        self.counters["events"] += 1
+        self.per_camera[cam]["events"] += 1
+        height, width = frame.image.shape[:2]
+        for index, d in enumerate(found[: self._crops.max_per_event]):
+            x1, y1, x2, y2 = crop_box(d.box, width, height, self._crops.margin_px, self._crops.min_size_px)
+            ok, jpeg = cv2.imencode(".jpg", frame.image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, self._crops.jpeg_quality])
+            if not ok:
+                continue
+            meta = {"schema": EVENT_SCHEMA, "event_id": event_id, "camera": cam, "label": d.label,
+                    "score": round(d.score, 4), "crop": f"{x1},{y1},{x2},{y2}"}
+            if d.classification is not None:
+                meta["class"] = d.classification[0]
+            self._publisher.publish_crop(self.name, event_id, index, jpeg.tobytes(), meta)
+            self.counters["crops"] += 1
+
+    def event_payload(self, event_id: str, cam: str, frame: Frame, found: list[Detection], timings: dict,
+                      batch: int) -> dict:
+        detections = []
+        for index, d in enumerate(found):
+            item = {"label": d.label, "score": round(d.score, 4), "box": [round(v, 1) for v in d.box],
+                    "crop": index if index < self._crops.max_per_event else None}
+            if d.classification is not None:
+                item["class"], item["class_score"] = d.classification[0], round(d.classification[1], 4)
+            detections.append(item)
+        counts: dict[str, int] = {}
+        for d in found:
+            counts[d.label] = counts.get(d.label, 0) + 1
+        return {
+            "schema": EVENT_SCHEMA, "kind": "detections", "event_id": event_id, "device_id": self.device_id,
+            "line": self.name, "camera": cam, "ts": round(frame.t_wall, 3), "counts": counts,
+            "detections": detections,
+            "frame": {"camera": frame.camera, "seq": frame.seq, "width": frame.image.shape[1], "height": frame.image.shape[0]},
+            "model": self._model_name, "batch": batch,
+            "timings_ms": {k: round(v, 2) for k, v in timings.items()},
+        }
+
+    # -- readiness and liveness (read by agent.runtime.watchdog and the heartbeat) ------
+    def request_warm_up(self) -> bool:
+        """A stream line warms up on its own first frames: nothing to queue."""
+        return not self._stop.is_set()
+
+    def stage_activity(self) -> dict[str, dict]:
+        now = self._clock()
+        activity = {}
+        for stage in STAGES:
+            since, thread = self._busy_since[stage], self._stage_threads.get(stage)
+            activity[stage] = {"alive": thread is not None and thread.is_alive(),
+                               "busy_s": None if since is None else now - since}
+        return activity
+
+    def pipeline_problem(self) -> str | None:
+        for stage, activity in self.stage_activity().items():
+            if not activity["alive"]:
+                return f"{stage} stage not running"
+            if activity["busy_s"] is not None and activity["busy_s"] > self._settings.stall_s:
+                return f"{stage} stage stuck for {activity['busy_s']:.1f} s"
+        if self.warm_up_error is not None:
+            return f"model: {self.warm_up_error}"
+        offline = [cam for cam, source in self._cameras.items() if source.stats().get("online") is False]
+        if offline:
+            return f"camera offline: {', '.join(offline)}"
+        waited = self._clock() - self._last_result
+        if self._in_flight > 0 and waited > self._settings.stall_s:
+            return f"no inference result for {waited:.1f} s with {self._in_flight} frames in flight"
+        return None
+
+    def health(self) -> dict:
+        return {
+            "type": "stream", **self.counters, "paused": self.paused, "in_flight": self._in_flight,
+            "queues": {"pending": len(self._pending), "results": self._results.qsize()},
+            "cameras": self.per_camera,
+            "running": bool(self._threads) and all(t.is_alive() for t in self._threads),
+        }
