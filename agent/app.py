@@ -5,8 +5,12 @@ Nothing else in the agent builds collaborators; everything receives them as argu
 
 from __future__ import annotations
 
+import json
 import logging
+import statistics
 import time
+
+import numpy as np
 
 from . import __version__
 from .act.heartbeat import Heartbeat
@@ -19,7 +23,7 @@ from .deliver.mqtt import MqttPublisher, MqttSettings
 from .deliver.outbox import Outbox, OutboxSettings, OutboxStore
 from .gpio import EdgeInput, LatchOutput, PulseOutput, StackLight, make_pin_factory
 from .infer.cascade import Cascade
-from .infer.engine import Classifier, Detector, Model
+from .infer.engine import Classifier, Detector, Model, ModelLoadError
 from .ingest.camera import HttpSnapshotCamera
 from .ingest.composite_trigger import CompositeTrigger
 from .ingest.interval_trigger import IntervalTrigger
@@ -54,17 +58,17 @@ class App:
 
     def _build(self, config: AgentConfig, pin_factory) -> None:
         # Models first: a missing or broken model is the likeliest user error, and is found
-        # before anything touches the line. Triggered lines want the LATENCY hint.
-        def load(name: str) -> Model:
-            model = config.models[name]
-            return Model(model.path, device=model.device, performance_hint="LATENCY", cache_dir=config.model_cache_dir,
-                         resize=model.resize)
+        # before anything touches the line. They come from the active sync bundle, if any.
+        self.sync = None  # the SyncJob, when config.sync is set
+        self.catalog = None  # the product database of the active bundle
+        line_models = self._load_line_models(config, self._open_bundles(config))
+        detectors = {name: models[0] for name, models in line_models.items()}
+        slot = self.sync.store.active if self.sync is not None else None
+        if slot is not None and slot.catalog_path is not None:
+            from .catalog import Catalog
 
-        detectors, cascades = {}, {}
-        for line_name, line_config in config.lines.items():
-            detectors[line_name] = Detector(load(line_config.model))
-            if line_config.severity_model:
-                cascades[line_name] = Cascade(Classifier(load(line_config.severity_model)))
+            self.catalog = Catalog(slot.catalog_path)
+            self._closers.append(lambda: self.catalog and self.catalog.close())
 
         # The outbox file first: it holds the session counter the link announces.
         outbox = config.outbox
@@ -138,7 +142,7 @@ class App:
                     line_config.default_threshold, dict(line_config.thresholds),
                     frozenset(line_config.reject_severities) if line_config.reject_severities is not None else None,
                 ),
-                cascade=cascades.get(name),
+                cascade=line_models[name][1],
                 plc=self.plc,
                 publisher=publisher,
                 reject_timer=reject_timer,
@@ -147,14 +151,13 @@ class App:
                 reject_pulse_s=(line_config.reject_output.pulse_ms / 1000) if line_config.reject_output else 0.05,
                 crops=CropSettings(**line_config.crops.model_dump()),
                 queue_size=line_config.queue_size,
-                model_name=f"{line_config.model}:{detectors[name].info.path.name}",
+                model_name=line_models[name][2],
                 burst_frames=line_config.burst.frames if line_config.burst else 1,
             )
             self.lines[name] = line
             self._inputs.append((line, line_config.trigger))
         if config.control.enabled:
-            self.control = self._make_control(config, {line.model: detectors[name].info
-                                                       for name, line in config.lines.items()})
+            self.control = self._make_control(config, self._model_info(line_models))
         self.heartbeat = Heartbeat(self.plc, self._pipeline_problem, plc_config.heartbeat_ms / 1000,
                                    on_state=self.stack_light.show if self.stack_light is not None else None)
 
@@ -247,6 +250,9 @@ class App:
         if self.control is not None:  # last: commands reach lines that are running
             self.control.start()
             self._closers.append(self.control.close)
+        if self.sync is not None:  # stopped first: no swap while the lines stop
+            self.sync.start()
+            self._closers.append(self.sync.close)
         log.info("edge-agent %s running: device %s, lines %s", __version__, self.config.device.id, ", ".join(self.lines))
 
     def _make_trigger(self, line: InspectionLine, trigger):
@@ -328,7 +334,155 @@ class App:
             "mqtt": self.publisher.stats(),
             "outbox": self.outbox.stats(),
             **({"commands": self.control.stats()} if self.control is not None else {}),
+            **({"sync": self.sync.status()} if self.sync is not None else {}),
+            **({"catalog": {"version": self.catalog.info.version, "products": self.catalog.info.products}}
+               if self.catalog is not None else {}),
         }
+
+    # -- models and sync bundles (issue 8) --------------------------------------------------
+    def _open_bundles(self, config: AgentConfig):
+        """The bundle store, recovered, and the sync job; the active slot (None: factory models)."""
+        if config.sync is None:
+            return None
+        from .control.auth import ControlSetupError, load_public_key
+        from .sync.store import BundleStore, StoreError
+
+        settings = config.sync
+        try:
+            keys = [load_public_key(path) for path in settings.public_keys]
+        except ControlSetupError as exc:
+            raise StoreError(str(exc).replace("control.public_keys", "sync.public_keys")) from None
+        if settings.ca_bundle is not None and not settings.ca_bundle.is_file():
+            raise StoreError(f"sync.ca_bundle {settings.ca_bundle}: no such file")
+        store = BundleStore(settings.state_dir, keys)
+        store.recover()
+        self.sync = _make_sync_job(settings, store, keys, self)
+        self.sync.note_start()  # boot counting: may revert a version on trial
+        return store.active
+
+    def _load_line_models(self, config: AgentConfig, slot) -> dict[str, tuple]:
+        """Per line: (detector, cascade or None, model name for events). A bundle whose models do
+        not load is reverted here, down to the factory models; those failing is a user error."""
+        while True:
+            try:
+                return self._line_models(config, slot)
+            except ModelLoadError as exc:
+                if slot is None:
+                    raise
+                log.error("version %d: its models do not load (%s): reverting", slot.version, exc)
+                self.sync.store.revert(f"its models do not load: {exc}")
+                slot = self.sync.store.active
+
+    def _line_models(self, config: AgentConfig, slot) -> dict[str, tuple]:
+        def load(name: str) -> tuple[Model, str]:
+            folder = slot.model_dir(name) if slot is not None else None
+            model = self._load_model(config, name, folder or config.models[name].path)
+            return model, f"@{slot.version}" if folder else ""
+
+        models = {}
+        for line_name, line_config in config.lines.items():
+            model, tag = load(line_config.model)
+            detector = Detector(model)
+            cascade = Cascade(Classifier(load(line_config.severity_model)[0])) if line_config.severity_model else None
+            models[line_name] = (detector, cascade, f"{line_config.model}:{detector.info.path.name}{tag}")
+        return models
+
+    @staticmethod
+    def _load_model(config: AgentConfig, name: str, path) -> Model:
+        """Triggered lines want the LATENCY hint; the config names the device and the resize."""
+        model = config.models[name]
+        return Model(path, device=model.device, performance_hint="LATENCY", cache_dir=config.model_cache_dir,
+                     resize=model.resize)
+
+    def _model_info(self, line_models: dict[str, tuple]) -> dict:
+        info = {}
+        for name, (detector, cascade, _) in line_models.items():
+            line_config = self.config.lines[name]
+            info[line_config.model] = detector.info
+            if cascade is not None:
+                info[line_config.severity_model] = cascade.classifier.info
+        return info
+
+    # The sync job's host (agent.sync.job.Host): golden runs, swaps, health, reports.
+    def load_runner(self, model_name: str, folder):
+        if model_name not in self.config.models:
+            return None  # the bundle carries a model this device has no use for
+        model = self._load_model(self.config, model_name, folder)
+        return Classifier(model) if model.info.adapter == "classifier" else Detector(model)
+
+    def prepare(self, slot) -> _PreparedSwap:
+        """The lines' models from slot (None: factory), compiled and warmed for each camera's frames."""
+        from .catalog import Catalog
+
+        line_models = self._line_models(self.config, slot)
+        for name, (detector, cascade, _) in line_models.items():
+            size = self.lines[name].last_frame_hw
+            if size is not None:
+                detector.detect(np.zeros((*size, 3), np.uint8), 0.5)
+            if cascade is not None:
+                cascade.classifier.classify([np.zeros((64, 64, 3), np.uint8)])
+        catalog = Catalog(slot.catalog_path) if slot is not None and slot.catalog_path is not None else None
+        return _PreparedSwap(self, line_models, catalog)
+
+    def line_load(self) -> dict[str, dict]:
+        load = {}
+        for name, line in self.lines.items():
+            c, recent = line.counters, list(line.infer_ms)
+            load[name] = {"inference_errors": c["inference_errors"], "triggers_dropped": c["triggers_dropped"],
+                          "inspect_backlog": line.health()["queues"]["inspect"],
+                          "infer_ms_p50": statistics.median(recent) if len(recent) >= 10 else None}
+        return load
+
+    def report(self, outcome) -> None:
+        """A sync outcome: an event on {p}/{d}/sync/events, the retained {p}/{d}/sync, the state."""
+        event = {**outcome.payload(), "device_id": self.config.device.id}
+        self.publisher.publish_to(f"{self.publisher.base_topic}/sync/events",
+                                  json.dumps(event, separators=(",", ":"), default=str).encode())
+        self.publish_sync_status()
+        if self.control is not None:
+            self.control.publish_state()
+
+    def publish_sync_status(self) -> None:
+        if self.sync is not None:
+            self.publisher.publish_retained("sync", json.loads(json.dumps(
+                {"schema": 1, "device_id": self.config.device.id, "ts": round(time.time(), 3), **self.sync.status()},
+                default=str)))
+
+
+class _PreparedSwap:
+    """New models for every line and the product database, swapped in by apply()."""
+
+    def __init__(self, app: App, line_models: dict[str, tuple], catalog):
+        self._app, self._line_models, self._catalog = app, line_models, catalog
+
+    def apply(self) -> None:
+        app = self._app
+        for name, (detector, cascade, model_name) in self._line_models.items():
+            if not app.lines[name].swap_models(detector, cascade, model_name):
+                log.warning("line %s: the model swap is still waiting for the inspect thread", name)
+        old, app.catalog = app.catalog, self._catalog
+        if old is not None:
+            old.close()
+        if app.control is not None:
+            app.control.model_info = app._model_info(self._line_models)
+
+
+def _make_sync_job(settings, store, keys, host):
+    from .sync.download import FetchSettings
+    from .sync.golden import GoldenSettings
+    from .sync.job import SyncJob, SyncSettings, TrialSettings
+    from .sync.schedule import parse_window
+
+    return SyncJob(SyncSettings(
+        manifest_url=settings.manifest_url, window=parse_window(settings.window) if settings.window else None,
+        retry_s=settings.retry_s, timeout_s=settings.timeout_s, max_artefact_bytes=settings.max_artefact_bytes,
+        max_bundle_bytes=settings.max_bundle_bytes,
+        fetch=FetchSettings(ca_bundle=settings.ca_bundle, connect_timeout_s=settings.connect_timeout_s,
+                            read_timeout_s=settings.read_timeout_s, retries=settings.retries,
+                            max_manifest_bytes=settings.max_manifest_bytes),
+        golden=GoldenSettings(**settings.golden.model_dump()),
+        trial=TrialSettings(**settings.trial.model_dump()),
+    ), store, keys, host)
 
 
 def _trigger_source(trigger) -> str:

@@ -44,10 +44,11 @@ def build_app(config, **kwargs):
     from .deliver.outbox import OutboxError
     from .gpio import GpioError
     from .infer.engine import ModelLoadError
+    from .sync.store import StoreError
 
     try:
         return App(config, **kwargs)
-    except (ModelLoadError, GpioError, OutboxError, ControlSetupError, PlcError) as exc:
+    except (ModelLoadError, GpioError, OutboxError, ControlSetupError, PlcError, StoreError) as exc:
         raise UserError(str(exc)) from None
 
 

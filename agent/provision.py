@@ -28,6 +28,8 @@ Device values come from `--values FILE` (YAML) and flags, the flags winning:
     plc: 192.168.10.20:502           # --plc HOST[:PORT]
     cameras:                         # --camera NAME=URL (repeatable)
       cam0: http://192.168.10.30/snapshot.jpg
+    sync_url: https://updates.example.com/fleet/line1/manifest.json   # --sync-url: nightly bundles
+    sync_window: 02:00-04:00         # --sync-window (local time)
 
 The template is a config with `${name}` placeholders; see provisioning/fleet.template.yaml.
 """
@@ -135,6 +137,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--operator-key", action="append", default=[], type=Path, metavar="FILE",
                         help="an operator's Ed25519 public key (edge-agent ctl --keygen): once one is installed the "
                              "device accepts only commands signed by an installed key (repeatable)")
+    parser.add_argument("--bundle-key", action="append", default=[], type=Path, metavar="FILE",
+                        help="the fleet's Ed25519 bundle-signing public key (models/make_bundle.py --keygen): sync "
+                             "activates only bundles signed by an installed key (repeatable)")
+    parser.add_argument("--sync-url", help="the sync manifest's URL (https://...); needs --bundle-key")
+    parser.add_argument("--sync-window", help="the nightly sync window, local time (default 02:00-04:00)")
     parser.add_argument("--key-type", choices=["ec-p256", "ed25519"], default="ec-p256",
                         help="for a new device key (default ec-p256, which every broker accepts)")
     parser.add_argument("--unit", type=Path, default=_REPO / "systemd" / UNIT_NAME, help="the unit file to install")
@@ -155,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     report = Report()
     provision(layout, values, report, template=args.template, unit=args.unit, cert=args.cert, ca=args.ca,
               key_type=args.key_type, models_dir=args.models_dir, enable=not args.no_enable,
-              operator_keys=args.operator_key)
+              operator_keys=args.operator_key, bundle_keys=args.bundle_key)
     print(f"edge-agent provision: device {values['device_id']} into {layout.root}")
     print(report.render())
     print(f"{report.changed} change(s)")
@@ -182,12 +189,13 @@ def device_values(args: argparse.Namespace) -> dict:
             raise ProvisionError(f"{args.values}: cannot read the device values: {exc}") from None
         if not isinstance(loaded, dict):
             raise ProvisionError(f"{args.values}: expected a mapping (device_id: ..., site: ...)")
-        unknown = set(loaded) - {"device_id", "site", "broker_url", "plc", "cameras"}
+        known = ("device_id", "site", "broker_url", "plc", "cameras", "sync_url", "sync_window")
+        unknown = set(loaded) - set(known)
         if unknown:
             raise ProvisionError(f"{args.values}: unknown key(s) {', '.join(sorted(unknown))} "
-                                 "(known: device_id, site, broker_url, plc, cameras)")
+                                 f"(known: {', '.join(known)})")
         values.update(loaded)
-    for key in ("device_id", "site", "broker_url", "plc"):
+    for key in ("device_id", "site", "broker_url", "plc", "sync_url", "sync_window"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     cameras = dict(values.get("cameras") or {})
@@ -205,7 +213,7 @@ def device_values(args: argparse.Namespace) -> dict:
 
 def provision(layout: Layout, values: dict, report: Report, *, template: Path, unit: Path,
               cert: Path | None = None, ca: Path | None = None, key_type: str = "ec-p256",
-              models_dir: str | None = None, enable: bool = True, operator_keys=()) -> None:
+              models_dir: str | None = None, enable: bool = True, operator_keys=(), bundle_keys=()) -> None:
     """All the steps. The config is rendered and validated before anything is written."""
     for path, what in ((template, "template"), (unit, "unit file")):
         if not path.is_file():
@@ -218,6 +226,7 @@ def provision(layout: Layout, values: dict, report: Report, *, template: Path, u
     key = install_identity(layout, values, report, key_type)
     install_certificates(layout, key, report, cert, ca)
     install_operator_keys(layout, report, operator_keys)
+    install_public_keys(layout, report, bundle_keys, "bundle-keys", "--bundle-key", "bundle-signing key")
     install_config(layout, values, report, template, models_dir)
     install_unit(layout, report, unit, enable)
 
@@ -381,22 +390,44 @@ def _load_cert(path: Path, flag: str):
 
 def install_operator_keys(layout: Layout, report: Report, keys) -> None:
     """Operators' command-signing public keys, into {config_dir}/operators/ (checked first)."""
+    install_public_keys(layout, report, keys, "operators", "--operator-key", "operator key")
+
+
+def install_public_keys(layout: Layout, report: Report, keys, folder: str, flag: str, note: str) -> None:
+    """Ed25519 public keys into {config_dir}/{folder}/, each checked before any is written."""
     from .control.auth import ControlSetupError, load_public_key
 
     for path in keys:
         try:
             load_public_key(path)
         except ControlSetupError as exc:
-            raise ProvisionError(f"--operator-key {path}: {exc}") from None
+            raise ProvisionError(f"{flag} {path}: {exc}") from None
     for path in keys:
-        _write(layout, f"{layout.config_dir}/operators/{path.name}", path.read_bytes(), 0o644, report,
-               note="operator key")
+        _write(layout, f"{layout.config_dir}/{folder}/{path.name}", path.read_bytes(), 0o644, report, note=note)
 
 
 def installed_operator_keys(layout: Layout) -> list[str]:
-    folder = layout.host(f"{layout.config_dir}/operators")
-    return sorted(f"{layout.config_dir}/operators/{p.name}" for p in folder.glob("*") if p.is_file()) \
-        if folder.is_dir() else []
+    return installed_public_keys(layout, "operators")
+
+
+def installed_public_keys(layout: Layout, folder: str) -> list[str]:
+    path = layout.host(f"{layout.config_dir}/{folder}")
+    return sorted(f"{layout.config_dir}/{folder}/{p.name}" for p in path.glob("*") if p.is_file()) \
+        if path.is_dir() else []
+
+
+def sync_section(layout: Layout, values: dict) -> dict | None:
+    """The config's sync section (issue 8): None without a sync URL."""
+    url = values.get("sync_url")
+    if not url:
+        return None
+    if not str(url).startswith("https://"):
+        raise ProvisionError(f"sync_url {url!r}: expected https://... (the manifest's URL)")
+    keys = installed_public_keys(layout, "bundle-keys")
+    if not keys:
+        raise ProvisionError("sync_url needs the fleet's bundle-signing public key: pass --bundle-key FILE.pub")
+    return {"manifest_url": str(url), "public_keys": keys, "window": str(values.get("sync_window") or "02:00-04:00"),
+            "state_dir": f"{layout.state_dir}/bundles"}
 
 
 def template_variables(layout: Layout, values: dict, models_dir: str | None = None) -> dict:
@@ -428,6 +459,7 @@ def template_variables(layout: Layout, values: dict, models_dir: str | None = No
         "logs_dir": layout.logs_dir,
         "operator_keys": installed_operator_keys(layout),
         "require_signature": bool(installed_operator_keys(layout)),
+        "sync": sync_section(layout, values),
     }
     variables |= {f"camera.{name}": str(url) for name, url in values.get("cameras", {}).items()}
     return variables

@@ -1,1 +1,1 @@
-"""Hardware simulator for edge-agent: scenes, conveyor, camera, PLC, broker. The agent never imports it."""
+"""Hardware simulator for edge-agent: scenes, conveyor, camera, PLC, broker, update server. The agent never imports it."""

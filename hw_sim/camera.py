@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import cv2
 import numpy as np
+
+from .http_thread import HttpThread
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
@@ -28,13 +30,12 @@ class SimCamera:
         self._sequence: list[bytes] = []
         self._lock = threading.Lock()
         self._faults: list[str] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HttpThread | None = None
         self.requests = 0
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2] if self._server else self._address
+        host, port = self._server.address if self._server else self._address
         return f"http://{host}:{port}/snapshot.jpg"
 
     def show(self, jpeg: bytes) -> None:
@@ -96,18 +97,12 @@ class SimCamera:
             def log_message(self, *args):  # quiet: the test output is not an access log
                 pass
 
-        self._server = ThreadingHTTPServer(self._address, Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sim-camera", daemon=True)
-        self._thread.start()
+        self._server = HttpThread(self._address, Handler, "sim-camera")
 
     def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(2.0)
-        self._server = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self):
         self.start()

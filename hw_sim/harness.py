@@ -56,6 +56,7 @@ class CellSettings:
     # "gpio": a photoelectric sensor on a mock pin; "plc": the SimPlc raises part present and writes
     # each part's trigger id (from PLC_FIRST_TRIGGER_ID), and the agent's PLC trigger polls it.
     trigger: str = "gpio"
+    sync: dict | None = None  # the agent config's `sync` section (hw_sim.cloud serves it); None: no sync
 
 
 def agent_config(broker: MosquittoBroker, plc: SimPlc, camera: SimCamera, model: Path, threshold: float,
@@ -202,6 +203,8 @@ class SimulatedCell:
             self.plc.set_belt(self.settings.belt.belt_speed_mps, ENCODER_COUNTS_PER_M)
             if self.settings.control is not None:
                 config["control"] = self.settings.control
+            if self.settings.sync is not None:
+                config["sync"] = self.settings.sync
             self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
             self.recorder = MqttRecorder(self.broker.host, self.broker.port, f"edge/{DEVICE_ID}/#")
             if self._broker_up:

@@ -188,12 +188,13 @@ def test_log_level_sets_the_level_and_the_state(cell, command):
         root.setLevel(old)
 
 
-def test_unbuilt_capabilities_say_so(command):
+def test_sync_commands_without_a_sync_section_say_so(command):
+    # Sync against a real update server is in test_sync_commands.py.
     sync = command("sync/now")
-    assert not sync["ok"] and sync["code"] == "not_available" and sync["data"]["issue"] == 8
-    assert "issue 8" in sync["message"]
+    assert not sync["ok"] and sync["code"] == "not_available" and sync["data"]["capability"] == "sync"
+    assert "config section sync" in sync["message"]
     rollback = command("model/rollback")
-    assert rollback["code"] == "not_available" and rollback["data"]["capability"] == "model_store"
+    assert rollback["code"] == "not_available" and rollback["data"]["capability"] == "sync"
 
 
 def test_restart_without_and_with_a_restart_hook(cell, command):

@@ -172,4 +172,11 @@ def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
         "replay_db": resolve(c.replay_db) if c.replay_db else state_dir / "commands.db",
         "audit_log": resolve(c.audit_log) if c.audit_log else state_dir / "audit.log",
     })
-    return config.model_copy(update={"models": models, "model_cache_dir": cache, "control": control})
+    sync = config.sync
+    if sync is not None:  # issue 8: keys, CA and the bundle store
+        sync = sync.model_copy(update={
+            "public_keys": [resolve(k) for k in sync.public_keys],
+            "ca_bundle": resolve(sync.ca_bundle) if sync.ca_bundle else None,
+            "state_dir": resolve(sync.state_dir) if sync.state_dir else state_dir / "bundles",
+        })
+    return config.model_copy(update={"models": models, "model_cache_dir": cache, "control": control, "sync": sync})

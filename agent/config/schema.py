@@ -491,6 +491,55 @@ class ControlConfig(Strict):
     queue_size: int = Field(64, ge=1, le=10000)  # commands waiting for the handler; more are refused "busy"
 
 
+# -- sync (issue 8): nightly bundles of models and the product database ------------------------
+
+class GoldenCheckConfig(Strict):
+    """How closely a staged model must reproduce the bundle's golden results."""
+
+    min_iou: float = Field(0.85, gt=0, le=1)
+    score_tolerance: float = Field(0.05, ge=0, lt=1)
+    latency_budget_ms: float = Field(250.0, gt=0, le=60000)  # median detect time per golden image
+
+
+class TrialConfig(Strict):
+    """After a switch: what reverts the new version by itself during duration_s."""
+
+    duration_s: float = Field(600.0, ge=0, le=7 * 86400)
+    crash_limit: int = Field(1, ge=1, le=100)  # unclean agent restarts during the trial
+    max_inference_errors: int = Field(0, ge=0)
+    max_backlog: int = Field(8, ge=1, le=100000)  # frames waiting for inference, two checks in a row
+    max_slowdown: float = Field(3.0, gt=1, le=1000)  # median inference time against the old model's
+
+
+class SyncConfig(Strict):
+    """Signed bundles from manifest_url (README "Sync"). Absent: the factory models only."""
+
+    manifest_url: str = Field(pattern=r"^https?://")
+    public_keys: list[Path] = Field(min_length=1)  # Ed25519 bundle-signing keys, PEM or base64 (provisioning)
+    ca_bundle: Path | None = None  # the CA of the update server; None: the system's CAs
+    window: str | None = "02:00-04:00"  # local time; the sync runs at a random moment in it. None: on command only
+    retry_s: float = Field(600.0, ge=1, le=86400)  # after a network failure, inside the window
+    state_dir: Path | None = None  # None: bundles/ beside the outbox file
+    timeout_s: float = Field(1800.0, ge=10, le=86400)  # one whole sync
+    connect_timeout_s: float = Field(10.0, gt=0, le=300)
+    read_timeout_s: float = Field(30.0, gt=0, le=600)
+    retries: int = Field(4, ge=0, le=100)  # per file
+    max_manifest_bytes: int = Field(1024**2, ge=1024)
+    max_artefact_bytes: int = Field(512 * 1024**2, ge=1024)
+    max_bundle_bytes: int = Field(2 * 1024**3, ge=1024)
+    golden: GoldenCheckConfig = GoldenCheckConfig()
+    trial: TrialConfig = TrialConfig()
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | None):
+        if value is not None:
+            from ..sync.schedule import parse_window
+
+            parse_window(value)
+        return value
+
+
 class AgentConfig(Strict):
     device: DeviceConfig
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -504,6 +553,7 @@ class AgentConfig(Strict):
     cameras: dict[str, CameraConfig]
     lines: dict[str, InspectionLine]
     control: ControlConfig = ControlConfig()
+    sync: SyncConfig | None = None
 
     @field_validator("models", "cameras", "lines")
     @classmethod

@@ -112,6 +112,15 @@ class LogLevelArgs(_Strict):
     logger: str | None = Field(None, min_length=1, max_length=200)
 
 
+class SyncNowArgs(_Strict):
+    wait_s: float = Field(0.0, ge=0, le=30)  # wait this long for the outcome (the command thread waits too)
+    force: bool = False  # fetch the manifest even if it has not changed (no If-None-Match)
+
+
+class RollbackArgs(_Strict):
+    reason: str | None = Field(None, max_length=200)
+
+
 class RestartArgs(_Strict):
     reason: str | None = Field(None, max_length=200)
 
@@ -311,8 +320,16 @@ class CommandServer:
             rule = line.rule
             lines[name] = {"paused": line.paused, "default_threshold": rule.default_threshold,
                            "thresholds": dict(rule.thresholds)}
-        return {"schema": REPLY_SCHEMA, "device_id": self._device_id, "ts": round(time.time(), 3),
-                "log_level": logging.getLevelName(logging.getLogger().level), "lines": lines}
+        state = {"schema": REPLY_SCHEMA, "device_id": self._device_id, "ts": round(time.time(), 3),
+                 "log_level": logging.getLevelName(logging.getLogger().level), "lines": lines}
+        sync = getattr(self.app, "sync", None)
+        if sync is not None:  # issue 8: what runs, and whether it is on trial
+            active, trial = sync.store.active, sync.store.trial
+            state["bundle"] = {"version": active.version if active else None,
+                               "label": active.manifest.label if active else "factory",
+                               "previous": sync.store.previous.version if sync.store.previous else None,
+                               "trial": {k: trial.get(k) for k in ("version", "until", "crashes")} if trial else None}
+        return state
 
     def publish_state(self) -> None:
         self.publisher.publish_retained(STATE, _jsonable(self.state()))
@@ -406,7 +423,8 @@ def _status(server: CommandServer, args) -> tuple[str, str, dict]:
     for name, model in server.config.models.items():
         info = server.model_info.get(name)
         meta = getattr(info, "metadata", None) or {}
-        models[name] = {"path": str(model.path), "version": meta.get("version") or meta.get("date"),
+        path = info.path.parent if info is not None else model.path  # a sync bundle's slot, or the config's
+        models[name] = {"path": str(path), "version": meta.get("version") or meta.get("date"),
                         "adapter": getattr(info, "adapter", None)}
     lines = health.get("lines", {})
     last_errors = {f"camera {n}": s.get("last_error") for n, s in health.get("cameras", {}).items() if s.get("last_error")}
@@ -422,6 +440,7 @@ def _status(server: CommandServer, args) -> tuple[str, str, dict]:
         "queues": {name: line.get("queues") for name, line in lines.items()},
         "outbox": health.get("outbox"), "mqtt": health.get("mqtt"), "plc": health.get("plc"),
         "commands": server.stats(), "last_errors": last_errors,
+        **{key: health[key] for key in ("sync", "catalog") if key in health},
     }
 
 
@@ -545,14 +564,38 @@ def _log_level(server: CommandServer, args: LogLevelArgs) -> tuple[str, str, dic
         {"logger": args.logger or "root", "level": args.level}
 
 
-def _sync_now(server: CommandServer, args) -> tuple[str, str, dict]:
-    raise CommandFailed("not_available", "cloud sync is not built yet (issue 8): nothing to sync with",
-                        {"capability": "sync", "issue": 8})
+def _sync_job(server: CommandServer):
+    job = getattr(server.app, "sync", None)
+    if job is None:
+        raise CommandFailed("not_available", "sync is not configured on this device (config section sync)",
+                            {"capability": "sync"})
+    return job
 
 
-def _model_rollback(server: CommandServer, args) -> tuple[str, str, dict]:
-    raise CommandFailed("not_available", "model rollback needs the versioned model store that sync brings (issue 8); "
-                        "this device keeps no previous model version", {"capability": "model_store", "issue": 8})
+def _sync_now(server: CommandServer, args: SyncNowArgs) -> tuple[str, str, dict]:
+    job = _sync_job(server)
+    busy = job.running
+    done = job.request(force=args.force)
+    if not done.wait(args.wait_s):
+        why = "after the sync that is running" if busy else "now"
+        return "ok", f"sync started {why}; its outcome goes to sync/events and the retained sync topic", \
+            {"started": True, "finished": False}
+    outcome = job.last
+    data = {"started": True, "finished": True, **outcome.payload()}
+    if not outcome.ok and outcome.outcome != "skipped":
+        raise CommandFailed("failed", f"sync {outcome.outcome}: {outcome.message}", data)
+    return "ok", f"sync {outcome.outcome}: {outcome.message}", data
+
+
+def _model_rollback(server: CommandServer, args: RollbackArgs) -> tuple[str, str, dict]:
+    from ..sync.store import StoreError
+
+    job = _sync_job(server)
+    try:
+        outcome = job.rollback(args.reason or "rolled back by command")
+    except StoreError as exc:
+        raise CommandFailed("failed", str(exc)) from None
+    return "ok", outcome.message, outcome.payload()
 
 
 def _restart(server: CommandServer, args: RestartArgs) -> tuple[str, str, dict]:
@@ -573,8 +616,8 @@ COMMANDS: dict[str, _Command] = {
     "trigger": _Command(LineArgs, _trigger),
     "snapshot": _Command(LineArgs, _snapshot),
     "thresholds/set": _Command(ThresholdArgs, _thresholds_set, sets_state=True),
-    "sync/now": _Command(NoArgs, _sync_now),
-    "model/rollback": _Command(LineArgs, _model_rollback),
+    "sync/now": _Command(SyncNowArgs, _sync_now),
+    "model/rollback": _Command(RollbackArgs, _model_rollback, sets_state=True),
     "log/level": _Command(LogLevelArgs, _log_level, sets_state=True),
     "restart": _Command(RestartArgs, _restart),
 }

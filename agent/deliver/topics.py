@@ -12,8 +12,10 @@ the new place, not to the old one.
     cmd/{command...}                commands in (agent/control/commands.py); replies go to the
                                     request's Response Topic, its reply_to, or `replies`
     state                           retained JSON: each settable value (paused, thresholds, log level)
+    sync                            retained JSON: the active bundle, its trial, the last sync outcome
+    sync/events                     one JSON outcome per sync, trial decision and rollback (agent/sync)
 
-Payload schemas: agent/deliver/schemas/{status,stats,event,crop,command,reply}.json.
+Payload schemas: agent/deliver/schemas/{status,stats,event,crop,command,reply,sync,sync-event}.json.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,6 +41,19 @@ class _WarmUp:
 
 
 _WARM_UP = _WarmUp()
+
+
+@dataclass(frozen=True)
+class _Swap:
+    """New models for the line, applied by the inspect thread between two inspections."""
+
+    detector: object
+    cascade: object
+    model_name: str
+    done: threading.Event
+
+
+_SWAP_WAKE = object()  # wakes an idle inspect thread to apply a pending swap
 STAGES = ("capture", "inspect", "deliver")
 _RESULT_CODES = {Outcome.PASS: ResultCode.PASS, Outcome.REJECT: ResultCode.REJECT, Outcome.NO_READ: ResultCode.NO_READ}
 EVENT_SCHEMA = 1
@@ -134,6 +148,9 @@ class InspectionLine:
         # Per stage: when it took the item it is working on; None while it waits for work.
         self._busy_since: dict[str, float | None] = dict.fromkeys(STAGES)
         self.first_frame_at: float | None = None  # when the detector first ran on a frame (monotonic)
+        self.last_frame_hw: tuple[int, int] | None = None  # the camera's resolution, for warming a new model
+        self.infer_ms: deque = deque(maxlen=200)  # recent inference times, since start or the last model swap
+        self._pending_swap: _Swap | None = None
         self.warm_up_error: str | None = None
         self.counters = dict.fromkeys(
             ("triggers", "triggers_dropped", "inspections", "passed", "rejected", "no_reads",
@@ -218,6 +235,10 @@ class InspectionLine:
             if item is _STOP:
                 self._deliver_q.put(_STOP)
                 return
+            if self._pending_swap is not None:
+                self._apply_swap()
+            if item is _SWAP_WAKE:
+                continue
             trigger, frame, t_captured = item
             if trigger is _WARM_UP:
                 self._warm_up(frame)
@@ -241,6 +262,8 @@ class InspectionLine:
             try:
                 detections = self._detector.detect(frame.image, self.rule.lowest_threshold)
                 timings["infer"] = self._detector.last_infer_ms
+                self.infer_ms.append(timings["infer"])
+                self.last_frame_hw = frame.image.shape[:2]
                 if self.first_frame_at is None:
                     self.first_frame_at = time.monotonic()
                 if self._cascade is not None and detections:
@@ -357,6 +380,34 @@ class InspectionLine:
             payload["severity"], payload["severity_score"] = defect.classification[0], round(defect.classification[1], 4)
         return payload
 
+    # -- model swap (agent.sync) -------------------------------------------------------
+    def swap_models(self, detector, cascade, model_name: str, timeout_s: float = 5.0) -> bool:
+        """Use these (already compiled and warmed) models from the next inspection on: no trigger is
+        lost or held back, the one in progress finishes on the old ones. True once applied."""
+        swap = _Swap(detector, cascade, model_name, threading.Event())
+        self._pending_swap = swap
+        if not any(t.is_alive() for t in self._threads):
+            self._apply_swap()
+            return True
+        try:
+            self._inspect_q.put_nowait(_SWAP_WAKE)
+        except queue.Full:
+            pass  # busy: the next item applies it
+        return swap.done.wait(timeout_s)
+
+    def _apply_swap(self) -> None:
+        swap, self._pending_swap = self._pending_swap, None
+        if swap is None:
+            return
+        self._detector, self._cascade, self._model_name = swap.detector, swap.cascade, swap.model_name
+        self.infer_ms.clear()
+        log.info("line %s: now inspecting with %s", self.name, swap.model_name)
+        swap.done.set()
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
     # -- readiness and liveness (read by agent.runtime.watchdog) ----------------------
     def request_warm_up(self) -> bool:
         """Queue one frame through capture and detect with no part behind it (no result, no event).
@@ -434,4 +485,5 @@ class InspectionLine:
             "running": bool(self._threads) and all(t.is_alive() for t in self._threads),
             "paused": self.paused,
             "triggers_while_paused": self.triggers_while_paused,
+            "model": self._model_name,
         }
