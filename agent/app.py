@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 import time
 
 import numpy as np
@@ -32,6 +31,7 @@ from .ingest.plc_trigger import PlcTrigger
 from .ingest.scale import ScaleTrigger
 from .ingest.sources import Backoff, LiveSource, file_opener, folder_opener, stream_opener, v4l2_opener
 from .lines.inspection import CropSettings, InspectionLine
+from .lines.stream import StreamLine, StreamSettings
 from .postprocess.inspection_rule import DefectRule
 from .serial_port import SerialPort
 
@@ -62,7 +62,6 @@ class App:
         self.sync = None  # the SyncJob, when config.sync is set
         self.catalog = None  # the product database of the active bundle
         line_models = self._load_line_models(config, self._open_bundles(config))
-        detectors = {name: models[0] for name, models in line_models.items()}
         slot = self.sync.store.active if self.sync is not None else None
         if slot is not None and slot.catalog_path is not None:
             from .catalog import Catalog
@@ -94,19 +93,22 @@ class App:
         # The lines publish into the outbox; it feeds the link. Closed before the link.
         self.outbox = Outbox(self.outbox_store, self.publisher)
         self._closers.append(self.outbox.close)
+        self.plc = None
         plc_config = config.plc
-        rtu = plc_config.rtu
-        link = TcpLink(plc_config.host, plc_config.port) if rtu is None else \
-            RtuLink(rtu.port, rtu.baudrate, rtu.bytesize, rtu.parity, rtu.stopbits)
-        self.plc = ModbusPlc(
-            link, device_id=plc_config.device_id, timeout_s=plc_config.timeout_ms / 1000,
-            register_map=PlcRegisterMap(**plc_config.registers.model_dump()), verify=plc_config.verify_writes,
-        )
-        self._closers.append(self.plc.close)
+        if plc_config is not None:
+            rtu = plc_config.rtu
+            link = TcpLink(plc_config.host, plc_config.port) if rtu is None else \
+                RtuLink(rtu.port, rtu.baudrate, rtu.bytesize, rtu.parity, rtu.stopbits)
+            self.plc = ModbusPlc(
+                link, device_id=plc_config.device_id, timeout_s=plc_config.timeout_ms / 1000,
+                register_map=PlcRegisterMap(**plc_config.registers.model_dump()), verify=plc_config.verify_writes,
+            )
+            self._closers.append(self.plc.close)
 
+        inspection_lines = [line for line in config.lines.values() if line.type == "inspection"]
         needs_gpio = config.gpio.stack_light is not None or any(
             line.reject_output or line.stop_line_output or
-            any(trigger.type == "gpio" for _, trigger in walk_triggers(line.trigger)) for line in config.lines.values())
+            any(trigger.type == "gpio" for _, trigger in walk_triggers(line.trigger)) for line in inspection_lines)
         if pin_factory is None and needs_gpio:
             pin_factory = make_pin_factory(config.gpio.pin_factory)
         self.pin_factory = pin_factory
@@ -119,47 +121,75 @@ class App:
         self.triggers: dict[str, object] = {}
         self.reject_timers: dict[str, RejectTimer] = {}
         self.http_actions: list[HttpAction] = []
-        self.lines: dict[str, InspectionLine] = {}
+        self.lines: dict[str, InspectionLine | StreamLine] = {}
         self._inputs: list[tuple[InspectionLine, object]] = []
         for name, line_config in config.lines.items():
-            reject_output = None
-            if line_config.reject_output is not None:
-                out = line_config.reject_output
-                reject_output = PulseOutput(out.pin, self.pin_factory, active_high=out.active_high)
-                self._closers.append(reject_output.close)
-            reject_timer = self._make_reject_timer(name, line_config, reject_output)
-            publisher = self.outbox
-            if line_config.webhooks:
-                actions = [self._make_http_action(name, i, hook) for i, hook in enumerate(line_config.webhooks)]
-                self.http_actions.extend(actions)
-                publisher = PublisherWithHttp(self.outbox, actions)
-            line = InspectionLine(
-                name=name,
-                device_id=config.device.id,
-                camera=self.cameras[line_config.camera],
-                detector=detectors[name],
-                rule=DefectRule(
-                    line_config.default_threshold, dict(line_config.thresholds),
-                    frozenset(line_config.reject_severities) if line_config.reject_severities is not None else None,
-                ),
-                cascade=line_models[name][1],
-                plc=self.plc,
-                publisher=publisher,
-                reject_timer=reject_timer,
-                stall_s=line_config.stall_s,
-                reject_output=reject_output,
-                reject_pulse_s=(line_config.reject_output.pulse_ms / 1000) if line_config.reject_output else 0.05,
-                crops=CropSettings(**line_config.crops.model_dump()),
-                queue_size=line_config.queue_size,
-                model_name=line_models[name][2],
-                burst_frames=line_config.burst.frames if line_config.burst else 1,
-            )
-            self.lines[name] = line
-            self._inputs.append((line, line_config.trigger))
+            if line_config.type == "stream":
+                self.lines[name] = self._make_stream_line(name, line_config, line_models[name])
+            else:
+                self.lines[name] = self._make_inspection_line(name, line_config, line_models[name])
+                self._inputs.append((self.lines[name], line_config.trigger))
         if config.control.enabled:
             self.control = self._make_control(config, self._model_info(line_models))
-        self.heartbeat = Heartbeat(self.plc, self._pipeline_problem, plc_config.heartbeat_ms / 1000,
-                                   on_state=self.stack_light.show if self.stack_light is not None else None)
+        self.heartbeat = None  # the PLC's: without a PLC nobody listens for it
+        if self.plc is not None:
+            self.heartbeat = Heartbeat(self.plc, self._pipeline_problem, plc_config.heartbeat_ms / 1000,
+                                       on_state=self.stack_light.show if self.stack_light is not None else None)
+
+    def _make_inspection_line(self, name: str, line_config, models: tuple) -> InspectionLine:
+        detector, cascade, model_name = models
+        config = self.config
+        reject_output = None
+        if line_config.reject_output is not None:
+            out = line_config.reject_output
+            reject_output = PulseOutput(out.pin, self.pin_factory, active_high=out.active_high)
+            self._closers.append(reject_output.close)
+        reject_timer = self._make_reject_timer(name, line_config, reject_output)
+        publisher = self.outbox
+        if line_config.webhooks:
+            actions = [self._make_http_action(name, i, hook) for i, hook in enumerate(line_config.webhooks)]
+            self.http_actions.extend(actions)
+            publisher = PublisherWithHttp(self.outbox, actions)
+        return InspectionLine(
+            name=name,
+            device_id=config.device.id,
+            camera=self.cameras[line_config.camera],
+            detector=detector,
+            rule=DefectRule(
+                line_config.default_threshold, dict(line_config.thresholds),
+                frozenset(line_config.reject_severities) if line_config.reject_severities is not None else None,
+            ),
+            cascade=cascade,
+            plc=self.plc,
+            publisher=publisher,
+            reject_timer=reject_timer,
+            stall_s=line_config.stall_s,
+            reject_output=reject_output,
+            reject_pulse_s=(line_config.reject_output.pulse_ms / 1000) if line_config.reject_output else 0.05,
+            crops=CropSettings(**line_config.crops.model_dump()),
+            queue_size=line_config.queue_size,
+            model_name=model_name,
+            burst_frames=line_config.burst.frames if line_config.burst else 1,
+        )
+
+    def _make_stream_line(self, name: str, line_config, models: tuple) -> StreamLine:
+        detector, cascade, model_name = models
+        motion = line_config.motion
+        settings = StreamSettings(
+            max_fps=line_config.max_fps,
+            motion=None if motion is None else MotionSettings(
+                scale_height=motion.scale_height, threshold=motion.threshold, min_area=motion.min_area,
+                lighting_limit=motion.lighting_limit, background_alpha=motion.background_alpha),
+            still_interval_s=motion.still_interval_s if motion is not None else None,
+            event_interval_s=line_config.event_interval_s, max_batch=line_config.max_batch,
+            queue_size=line_config.queue_size, stall_s=line_config.stall_s)
+        analytics = line_config.analytics.build(line_config.cameras) if line_config.analytics is not None else None
+        return StreamLine(
+            name, self.config.device.id, {cam: self.cameras[cam] for cam in line_config.cameras}, detector,
+            DefectRule(line_config.default_threshold, dict(line_config.thresholds)), self.outbox, settings,
+            cascade=cascade, crops=CropSettings(**line_config.crops.model_dump()), model_name=model_name,
+            analytics=analytics,
+            classify_labels=frozenset(line_config.classify_labels) if line_config.classify_labels is not None else None)
 
     def _make_control(self, config: AgentConfig, model_info: dict):
         """Commands over MQTT: keys, replay store and audit log first (user errors name the file)."""
@@ -221,7 +251,8 @@ class App:
         self._started_at = time.monotonic()
         self.publisher.start()
         self.outbox.start()
-        self.plc.start()
+        if self.plc is not None:
+            self.plc.start()
         for action in self.http_actions:
             action.start()
             self._closers.append(action.close)
@@ -240,8 +271,9 @@ class App:
                 self._closers.append(timer.close)
             line.start()
             self._closers.append(line.stop)
-        self.heartbeat.start()
-        self._closers.append(self.heartbeat.close)
+        if self.heartbeat is not None:
+            self.heartbeat.start()
+            self._closers.append(self.heartbeat.close)
         # Triggers last: every stage behind them is running before the first part arrives.
         for line, trigger in self._inputs:
             source = self._make_trigger(line, trigger)
@@ -329,7 +361,7 @@ class App:
             "lines": {name: line.health() for name, line in self.lines.items()},
             "cameras": {name: cam.stats() for name, cam in self.cameras.items()},
             "triggers": {name: trigger.stats() for name, trigger in self.triggers.items() if hasattr(trigger, "stats")},
-            "plc": {**self.plc.stats(), "heartbeat": self.heartbeat.stats()},
+            **({"plc": {**self.plc.stats(), "heartbeat": self.heartbeat.stats()}} if self.plc is not None else {}),
             **({"http_actions": {a.target: a.stats() for a in self.http_actions}} if self.http_actions else {}),
             "mqtt": self.publisher.stats(),
             "outbox": self.outbox.stats(),
@@ -374,33 +406,36 @@ class App:
                 slot = self.sync.store.active
 
     def _line_models(self, config: AgentConfig, slot) -> dict[str, tuple]:
-        def load(name: str) -> tuple[Model, str]:
+        def load(name: str, hint: str) -> tuple[Model, str]:
             folder = slot.model_dir(name) if slot is not None else None
-            model = self._load_model(config, name, folder or config.models[name].path)
+            model = self._load_model(config, name, folder or config.models[name].path, hint)
             return model, f"@{slot.version}" if folder else ""
 
         models = {}
         for line_name, line_config in config.lines.items():
-            model, tag = load(line_config.model)
+            detector_name, classifier_name = _line_model_names(line_config)
+            hint = _HINTS[line_config.type]
+            model, tag = load(detector_name, hint)
             detector = Detector(model)
-            cascade = Cascade(Classifier(load(line_config.severity_model)[0])) if line_config.severity_model else None
-            models[line_name] = (detector, cascade, f"{line_config.model}:{detector.info.path.name}{tag}")
+            cascade = Cascade(Classifier(load(classifier_name, hint)[0])) if classifier_name else None
+            models[line_name] = (detector, cascade, f"{detector_name}:{detector.info.path.name}{tag}")
         return models
 
     @staticmethod
-    def _load_model(config: AgentConfig, name: str, path) -> Model:
-        """Triggered lines want the LATENCY hint; the config names the device and the resize."""
+    def _load_model(config: AgentConfig, name: str, path, hint: str = "LATENCY") -> Model:
+        """The line's hint (LATENCY for triggered lines, THROUGHPUT for streams); the config names
+        the device and the resize."""
         model = config.models[name]
-        return Model(path, device=model.device, performance_hint="LATENCY", cache_dir=config.model_cache_dir,
+        return Model(path, device=model.device, performance_hint=hint, cache_dir=config.model_cache_dir,
                      resize=model.resize)
 
     def _model_info(self, line_models: dict[str, tuple]) -> dict:
         info = {}
         for name, (detector, cascade, _) in line_models.items():
-            line_config = self.config.lines[name]
-            info[line_config.model] = detector.info
+            detector_name, classifier_name = _line_model_names(self.config.lines[name])
+            info[detector_name] = detector.info
             if cascade is not None:
-                info[line_config.severity_model] = cascade.classifier.info
+                info[classifier_name] = cascade.classifier.info
         return info
 
     # The sync job's host (agent.sync.job.Host): golden runs, swaps, health, reports.
@@ -416,8 +451,7 @@ class App:
 
         line_models = self._line_models(self.config, slot)
         for name, (detector, cascade, _) in line_models.items():
-            size = self.lines[name].last_frame_hw
-            if size is not None:
+            for size in self.lines[name].frame_sizes:
                 detector.detect(np.zeros((*size, 3), np.uint8), 0.5)
             if cascade is not None:
                 cascade.classifier.classify([np.zeros((64, 64, 3), np.uint8)])
@@ -425,13 +459,7 @@ class App:
         return _PreparedSwap(self, line_models, catalog)
 
     def line_load(self) -> dict[str, dict]:
-        load = {}
-        for name, line in self.lines.items():
-            c, recent = line.counters, list(line.infer_ms)
-            load[name] = {"inference_errors": c["inference_errors"], "triggers_dropped": c["triggers_dropped"],
-                          "inspect_backlog": line.health()["queues"]["inspect"],
-                          "infer_ms_p50": statistics.median(recent) if len(recent) >= 10 else None}
-        return load
+        return {name: line.load_figures() for name, line in self.lines.items()}
 
     def report(self, outcome) -> None:
         """A sync outcome: an event on {p}/{d}/sync/events, the retained {p}/{d}/sync, the state."""
@@ -483,6 +511,16 @@ def _make_sync_job(settings, store, keys, host):
         golden=GoldenSettings(**settings.golden.model_dump()),
         trial=TrialSettings(**settings.trial.model_dump()),
     ), store, keys, host)
+
+
+_HINTS = {"inspection": "LATENCY", "stream": "THROUGHPUT"}
+
+
+def _line_model_names(line_config) -> tuple[str, str | None]:
+    """The config names of a line's detector and of its second-stage classifier (or None)."""
+    if line_config.type == "stream":
+        return line_config.model, line_config.classifier
+    return line_config.model, line_config.severity_model
 
 
 def _trigger_source(trigger) -> str:

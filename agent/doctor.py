@@ -56,7 +56,8 @@ def run_checks(config_path: str | Path, *, state_dirs: list[Path] | None = None,
     if config is not None:
         checks += [_check_model(name, model) for name, model in config.models.items()]
         checks += [_check_camera(name, camera, timeout_s) for name, camera in config.cameras.items()]
-        checks.append(_check_plc(config.plc, timeout_s))
+        if config.plc is not None:
+            checks.append(_check_plc(config.plc, timeout_s))
         checks.append(_check_broker(config, timeout_s))
     else:
         checks += [Check(name, None, "needs a valid config") for name in ("models", "cameras", "plc", "broker")]

@@ -135,3 +135,60 @@ def test_yaml_1_2_booleans_only_true_and_false(tmp_path):
     assert config.device.site == "no"
     assert config.lines["inspect"].webhooks[0].on == ["reject"]
     assert config.lines["inspect"].reject_output.active_high is True  # true/false still are booleans
+
+
+STREAM_CONFIG = """\
+device: {id: street-box1}
+mqtt: {host: 127.0.0.1}
+models:
+  people: {path: ../models/surveillance-detector/int8}
+cameras:
+  gate: {type: stream, url: "rtsp://10.0.0.5/main"}
+  snap: {type: http_snapshot, url: "http://10.0.0.6/snap.jpg"}
+lines:
+  street:
+    type: stream
+    cameras: [gate]
+    model: people
+"""
+
+
+def test_a_stream_line_needs_no_plc(tmp_path):
+    config = load_config(_write(tmp_path, STREAM_CONFIG))
+    assert config.plc is None and config.lines["street"].type == "stream"
+    assert config.lines["street"].motion is not None  # motion-gated by default
+
+
+@pytest.mark.parametrize("edit, expected", [
+    ("    cameras: [snap]", "lines.street.cameras.0: camera 'snap' is an http_snapshot camera"),
+    ("    cameras: [gate, nowhere]", "lines.street.cameras.1: no camera named 'nowhere'"),
+    ("    cameras: [gate]\n    classifier: vehicles", "lines.street.classifier: no model named 'vehicles'"),
+    ("    cameras: [gate]\n    classify_labels: [vehicle]", "lines.street.classify_labels: needs a classifier"),
+    ("    cameras: [gate, gate]", "lines.street.cameras: camera 'gate' is listed twice"),
+])
+def test_stream_line_mistakes(tmp_path, edit, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, STREAM_CONFIG.replace("    cameras: [gate]", edit)))
+    assert expected in str(info.value)
+
+
+def test_a_stream_camera_is_not_shared(tmp_path):
+    text = STREAM_CONFIG + """\
+  door:
+    camera: gate
+    model: people
+    trigger: {type: interval, period_ms: 1000}
+"""
+    with pytest.raises(ConfigError, match="lines.street.cameras.0: camera 'gate' is also read by line door"):
+        load_config(_write(tmp_path, text))
+
+
+def test_a_plc_trigger_needs_the_plc_section(tmp_path):
+    text = STREAM_CONFIG.replace("  gate: {type: stream", "  cam: {type: http_snapshot, url: \"http://x/s.jpg\"}\n  gate: {type: stream") + """\
+  door:
+    camera: cam
+    model: people
+    trigger: {type: plc}
+"""
+    with pytest.raises(ConfigError, match="lines.door.trigger: a plc trigger needs the plc section"):
+        load_config(_write(tmp_path, text))

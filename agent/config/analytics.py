@@ -25,7 +25,8 @@ from pydantic import Field, field_validator, model_validator
 from ..postprocess.analytics import ALERT_KINDS, CameraAnalytics
 from ..postprocess.tracking import TrackerSettings
 from ..postprocess.zones import TripwireSettings, ZoneSettings, polygon_problem
-from .schema import _ID, Strict
+from .base import ID_PATTERN as _ID
+from .base import Strict
 
 Anchor = Literal["bottom_center", "center", "top_center"]
 _T = TrackerSettings  # the defaults

@@ -7,13 +7,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, FilePath, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, FilePath, Tag, field_validator, model_validator
 
-_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # safe inside MQTT topics and file names
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from .base import ID_PATTERN as _ID
+from .base import Strict
 
 
 class DeviceConfig(Strict):
@@ -435,6 +432,16 @@ class CropConfig(Strict):
     jpeg_quality: int = Field(90, ge=10, le=100)
 
 
+def _thresholds_in_range(value: dict[str, float]) -> dict[str, float]:
+    for label, threshold in value.items():
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold for {label!r} must be between 0 and 1, got {threshold}")
+    return value
+
+
+Thresholds = Annotated[dict[str, float], AfterValidator(_thresholds_in_range)]
+
+
 class InspectionLine(Strict):
     type: Literal["inspection"] = "inspection"
     camera: str
@@ -445,7 +452,7 @@ class InspectionLine(Strict):
     # With severity_model: only these grades reject; None means every defect rejects.
     reject_severities: list[str] | None = None
     # Per-class score thresholds; classes not listed use default_threshold.
-    thresholds: dict[str, float] = {}
+    thresholds: Thresholds = {}
     default_threshold: float = Field(0.4, gt=0, lt=1)
     reject_output: RejectOutput | None = None
     burst: BurstConfig | None = None  # None: the trigger's frame alone
@@ -456,14 +463,6 @@ class InspectionLine(Strict):
     crops: CropConfig = CropConfig()
     queue_size: int = Field(64, ge=1, le=10000)
 
-    @field_validator("thresholds")
-    @classmethod
-    def _thresholds_in_range(cls, value: dict[str, float]):
-        for label, threshold in value.items():
-            if not 0 < threshold < 1:
-                raise ValueError(f"threshold for {label!r} must be between 0 and 1, got {threshold}")
-        return value
-
     @field_validator("webhooks")
     @classmethod
     def _webhook_names_unique(cls, value: list[WebhookConfig]):
@@ -472,6 +471,61 @@ class InspectionLine(Strict):
         if twice:
             raise ValueError(f"webhook name {twice[0]!r} is used twice: give each webhook its own name")
         return value
+
+
+class StreamMotionConfig(Strict):
+    """The stream line's motion gate, per camera: a still picture is not inferred."""
+
+    threshold: int = Field(25, ge=1, le=255)
+    min_area: float = Field(0.005, gt=0, lt=1)
+    lighting_limit: float = Field(0.8, gt=0, le=1)
+    scale_height: int = Field(120, ge=16, le=2160)
+    background_alpha: float = Field(0.05, gt=0, le=1)
+    # None: inferred only on motion. A number: looked at this often anyway, so an object that
+    # stopped moving (a parked car, someone loitering) is still seen and tracked.
+    still_interval_s: float | None = Field(5.0, gt=0, le=3600)
+
+
+class StreamLine(Strict):
+    """Continuous detection on live cameras (surveillance): see README "Stream lines"."""
+
+    type: Literal["stream"]
+    cameras: list[str] = Field(min_length=1, max_length=64)
+    model: str
+    # Optional second stage for some labels, e.g. vehicle -> car / van / truck / bus.
+    classifier: str | None = None
+    classify_labels: list[str] | None = None  # None: every detection goes to the classifier
+    thresholds: Thresholds = {}  # per label; others use default_threshold
+    default_threshold: float = Field(0.4, gt=0, lt=1)
+    max_fps: float = Field(5.0, gt=0, le=240)  # per camera, frames offered to the detector
+    motion: StreamMotionConfig | None = StreamMotionConfig()  # None: every frame up to max_fps
+    event_interval_s: float = Field(1.0, ge=0, le=3600)  # per camera, one detections event at most this often
+    max_batch: int = Field(4, ge=1, le=64)  # frames of several cameras in one inference request
+    queue_size: int = Field(16, ge=1, le=10000)
+    stall_s: float = Field(5.0, gt=0, le=3600)
+    crops: CropConfig = CropConfig()
+    analytics: "StreamAnalyticsConfig | None" = None  # tracking, zones, tripwires, loitering
+
+    @field_validator("cameras")
+    @classmethod
+    def _cameras_once(cls, value: list[str]):
+        twice = sorted({c for c in value if value.count(c) > 1})
+        if twice:
+            raise ValueError(f"camera {twice[0]!r} is listed twice")
+        return value
+
+
+def _line_type(value) -> str:
+    """Lines without a `type` are inspection lines (the first kind, and the configs written before)."""
+    if isinstance(value, dict):
+        return value.get("type", "inspection")
+    return getattr(value, "type", "inspection")
+
+
+LineConfig = Annotated[
+    Union[Annotated[InspectionLine, Tag("inspection")], Annotated[StreamLine, Tag("stream")]],
+    Discriminator(_line_type),
+]
 
 
 class ControlConfig(Strict):
@@ -547,11 +601,11 @@ class AgentConfig(Strict):
     model_cache_dir: Path | None = None
     mqtt: MqttConfig
     outbox: OutboxConfig = OutboxConfig()
-    plc: PlcConfig
+    plc: PlcConfig | None = None  # None: no PLC (e.g. a surveillance box); no heartbeat
     gpio: GpioConfig = GpioConfig()
     models: dict[str, ModelConfig]
     cameras: dict[str, CameraConfig]
-    lines: dict[str, InspectionLine]
+    lines: dict[str, LineConfig]
     control: ControlConfig = ControlConfig()
     sync: SyncConfig | None = None
 
@@ -572,8 +626,14 @@ class AgentConfig(Strict):
             issues.append((("lines",), "at least one line is needed"))
         if self.control.enabled and self.control.require_signature and not self.control.public_keys:
             issues.append((("control", "public_keys"), "require_signature needs at least one public key file"))
+        issues += self._camera_sharing_issues()
         for name, line in self.lines.items():
+            if line.type == "stream":
+                issues += self._stream_line_issues(name, line)
+                continue
             for path, trigger in walk_triggers(line.trigger, ("lines", name, "trigger")):
+                if trigger.type == "plc" and self.plc is None:
+                    issues.append((path, "a plc trigger needs the plc section (the PLC's address)"))
                 motion_camera = getattr(trigger, "camera", None)
                 if trigger.type == "motion" and motion_camera is not None and motion_camera not in self.cameras:
                     known = ", ".join(self.cameras) or "none"
@@ -587,8 +647,62 @@ class AgentConfig(Strict):
                     known = ", ".join(self.models) or "none"
                     issues.append((("lines", name, key), f"no model named {ref!r} (models: {known})"))
             timing = line.reject_timing
+            if timing is not None and timing.mode == "encoder" and self.plc is None:
+                issues.append((("lines", name, "reject_timing", "mode"), "encoder timing reads the PLC: add the plc section"))
             if timing is not None and timing.fail_action == "stop_line" and line.stop_line_output is None:
                 issues.append((("lines", name, "stop_line_output"), "fail_action stop_line needs a stop_line_output pin"))
             if line.reject_severities is not None and line.severity_model is None:
                 issues.append((("lines", name, "reject_severities"), "needs a severity_model to grade defects"))
         return issues
+
+    def _model_issue(self, path: tuple, ref: str | None) -> list:
+        if ref is None or ref in self.models:
+            return []
+        return [(path, f"no model named {ref!r} (models: {', '.join(self.models) or 'none'})")]
+
+    def _stream_line_issues(self, name: str, line: StreamLine) -> list:
+        issues = []
+        for i, camera in enumerate(line.cameras):
+            cam = self.cameras.get(camera)
+            if cam is None:
+                issues.append((("lines", name, "cameras", i), f"no camera named {camera!r} (cameras: {', '.join(self.cameras) or 'none'})"))
+            elif cam.type == "http_snapshot":
+                issues.append((("lines", name, "cameras", i), f"camera {camera!r} is an http_snapshot camera: a stream line "
+                               "needs a live one (stream, v4l2, file or folder)"))
+        issues += self._model_issue(("lines", name, "model"), line.model)
+        issues += self._model_issue(("lines", name, "classifier"), line.classifier)
+        if line.classify_labels is not None and line.classifier is None:
+            issues.append((("lines", name, "classify_labels"), "needs a classifier"))
+        if line.analytics is not None:
+            issues += [(("lines", name, "analytics", *path), message)
+                       for path, message in line.analytics.reference_issues(line.cameras)]
+        return issues
+
+    def _camera_sharing_issues(self) -> list:
+        """A stream line reads every frame of its cameras: nothing else may read them frame by frame."""
+        readers: dict[str, list[str]] = {}
+        for name, line in self.lines.items():
+            if line.type == "stream":
+                for camera in line.cameras:
+                    readers.setdefault(camera, []).append(f"line {name}")
+                continue
+            for _, trigger in walk_triggers(line.trigger, ("lines", name, "trigger")):
+                if trigger.type == "motion":
+                    readers.setdefault(trigger.camera or line.camera, []).append(f"the motion trigger of line {name}")
+        issues = []
+        for name, line in self.lines.items():
+            if line.type != "stream":
+                continue
+            for i, camera in enumerate(line.cameras):
+                others = [r for r in readers.get(camera, []) if r != f"line {name}"]
+                others += [f"line {n}" for n, other in self.lines.items() if other.type != "stream" and other.camera == camera]
+                if others:
+                    issues.append((("lines", name, "cameras", i),
+                                   f"camera {camera!r} is also read by {', '.join(others)}: a stream line needs its cameras to itself"))
+        return issues
+
+
+from .analytics import StreamAnalyticsConfig  # noqa: E402  (it builds on Strict and the postprocess settings)
+
+StreamLine.model_rebuild()
+AgentConfig.model_rebuild()

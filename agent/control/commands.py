@@ -94,6 +94,10 @@ class LineArgs(_Strict):
     line: str | None = None  # None: every line (pause/resume), or the only line
 
 
+class SnapshotArgs(LineArgs):
+    camera: str | None = None  # a stream line's camera (default: its first)
+
+
 class ThresholdArgs(_Strict):
     line: str | None = None
     default: float | None = Field(None, gt=0, lt=1)
@@ -500,9 +504,13 @@ def _resume(server: CommandServer, args: LineArgs) -> tuple[str, str, dict]:
 
 def _trigger(server: CommandServer, args: LineArgs) -> tuple[str, str, dict]:
     (line,) = server.lines_for(args.line, one=True)
+    line_config = server.config.lines[line.name]
+    if line_config.type == "stream":
+        raise CommandFailed("not_available", f"line {line.name} is a stream line: it detects continuously, "
+                                             "there is nothing to trigger (use snapshot for a picture)")
     if line.paused:
         raise CommandFailed("failed", f"line {line.name} is paused: line/resume it first")
-    camera = server.app.cameras[server.config.lines[line.name].camera]
+    camera = server.app.cameras[line_config.camera]
     t_mono = time.monotonic()
     camera.expect(t_mono)
     trigger = line.on_trigger(t_mono, "command")
@@ -511,9 +519,13 @@ def _trigger(server: CommandServer, args: LineArgs) -> tuple[str, str, dict]:
     return "ok", f"inspection {trigger.seq} started", {"line": line.name, "inspection_id": trigger.seq}
 
 
-def _snapshot(server: CommandServer, args: LineArgs) -> tuple[str, str, dict]:
+def _snapshot(server: CommandServer, args: SnapshotArgs) -> tuple[str, str, dict]:
     (line,) = server.lines_for(args.line, one=True)
-    camera_name = server.config.lines[line.name].camera
+    line_config = server.config.lines[line.name]
+    cameras = line_config.cameras if line_config.type == "stream" else [line_config.camera]
+    if args.camera is not None and args.camera not in cameras:
+        raise CommandFailed("bad_request", f"line {line.name} has no camera {args.camera!r} (it reads {', '.join(cameras)})")
+    camera_name = args.camera or cameras[0]
     frame = server.app.cameras[camera_name].grab()
     if frame is None:
         error = getattr(server.app.cameras[camera_name], "last_error", None)
@@ -614,7 +626,7 @@ COMMANDS: dict[str, _Command] = {
     "line/pause": _Command(LineArgs, _pause, sets_state=True),
     "line/resume": _Command(LineArgs, _resume, sets_state=True),
     "trigger": _Command(LineArgs, _trigger),
-    "snapshot": _Command(LineArgs, _snapshot),
+    "snapshot": _Command(SnapshotArgs, _snapshot),
     "thresholds/set": _Command(ThresholdArgs, _thresholds_set, sets_state=True),
     "sync/now": _Command(SyncNowArgs, _sync_now),
     "model/rollback": _Command(RollbackArgs, _model_rollback, sets_state=True),

@@ -372,7 +372,7 @@ class AsyncDetector:
     def __init__(self, detector: Detector, conf_threshold: float,
                  on_result: Callable[[list[list[Detection]], object], None], jobs: int = 0):
         self._detector = detector
-        self._conf = conf_threshold
+        self.conf_threshold = conf_threshold  # may be changed while running: the next results use it
         self._on_result = on_result
         self._jobs = jobs
         self._queues: dict = {}
@@ -398,7 +398,7 @@ class AsyncDetector:
         size, batch, userdata = context
         try:
             output = request.get_output_tensor(0).data
-            detections = [self._detector.decode(output[i : i + 1], size, self._conf) for i in range(batch)]
+            detections = [self._detector.decode(output[i : i + 1], size, self.conf_threshold) for i in range(batch)]
         except Exception:  # a callback must never raise into OpenVINO's thread
             self.errors += 1
             log.exception("decoding an async result failed")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import statistics
 import threading
 import time
 import uuid
@@ -407,6 +408,18 @@ class InspectionLine:
     @property
     def model_name(self) -> str:
         return self._model_name
+
+    @property
+    def frame_sizes(self) -> set[tuple[int, int]]:
+        """The camera's resolution once a frame was seen, for warming a new model."""
+        return {self.last_frame_hw} if self.last_frame_hw is not None else set()
+
+    def load_figures(self) -> dict:
+        """What the sync trial watches (agent.sync.job.trial_problem)."""
+        recent = list(self.infer_ms)
+        return {"inference_errors": self.counters["inference_errors"], "triggers_dropped": self.counters["triggers_dropped"],
+                "inspect_backlog": self._inspect_q.qsize(),
+                "infer_ms_p50": statistics.median(recent) if len(recent) >= 10 else None}
 
     # -- readiness and liveness (read by agent.runtime.watchdog) ----------------------
     def request_warm_up(self) -> bool:

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import logging
 import queue
+import statistics
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -59,15 +61,18 @@ class StreamLine:
     def __init__(self, name: str, device_id: str, cameras: dict, detector: Detector, rule: DefectRule,
                  publisher, settings: StreamSettings = StreamSettings(), cascade=None,
                  crops: CropSettings = CropSettings(), model_name: str = "",
-                 clock: Callable[[], float] = time.monotonic, analytics: dict[str, CameraAnalytics] | None = None):
+                 clock: Callable[[], float] = time.monotonic, analytics: dict[str, CameraAnalytics] | None = None,
+                 classify_labels: frozenset[str] | None = None):
         """cameras: name -> a live source (agent.ingest.sources.LiveSource); detector: compiled with
         the THROUGHPUT hint; rule: per-class report thresholds (only its thresholds are used);
-        analytics: camera -> its tracker, zones and tripwires (agent.config.analytics builds them)."""
+        analytics: camera -> its tracker, zones and tripwires (agent.config.analytics builds them);
+        classify_labels: the detections the cascade classifies (None: all)."""
         self.name = name
         self.device_id = device_id
         self._cameras = cameras
         self._detector = detector
-        self.rule = rule
+        self._rule = rule
+        self._classify_labels = classify_labels
         self._publisher = publisher
         self._settings = settings
         self._cascade = cascade
@@ -86,9 +91,9 @@ class StreamLine:
         unknown = sorted(set(self._analytics) - set(cameras))
         if unknown:
             raise ValueError(f"stream line {name}: analytics for camera {unknown[0]!r}, which the line does not read")
-        # The tracker's second stage wants the weak detections the report thresholds leave out.
-        floor = min([rule.lowest_threshold, *(a.low_score for a in self._analytics.values())])
-        self._async = AsyncDetector(detector, floor, self._on_result)
+        self._async = AsyncDetector(detector, self._score_floor(rule), self._on_result)
+        self.infer_ms: deque = deque(maxlen=200)  # recent request latencies, since start or the last swap
+        self.frame_sizes: set[tuple[int, int]] = set()  # the cameras' resolutions, for warming a new model
         self._last_event: dict[str, float] = {}
         self._last_inferred: dict[str, float] = {}
         self._in_flight = 0
@@ -100,6 +105,47 @@ class StreamLine:
             ("frames", "skipped_rate", "skipped_still", "skipped_paused", "dropped_behind", "inferred", "batches",
              "results_dropped", "inference_errors", "detections", "events", "alerts", "analytics_errors", "crops"), 0)
         self.per_camera = {cam: dict.fromkeys(("frames", "inferred", "detections", "events"), 0) for cam in cameras}
+
+    def _score_floor(self, rule: DefectRule) -> float:
+        """The detector's confidence floor: the lowest report threshold, or the tracker's second
+        stage, which wants the weak detections the report thresholds leave out."""
+        return min([rule.lowest_threshold, *(a.low_score for a in self._analytics.values())])
+
+    @property
+    def rule(self) -> DefectRule:
+        return self._rule
+
+    @rule.setter
+    def rule(self, rule: DefectRule) -> None:
+        """thresholds/set: the next frames use it, a lower threshold too (the floor follows)."""
+        self._rule = rule
+        self._async.conf_threshold = self._score_floor(rule)
+
+    @property
+    def model_name(self) -> str:
+        return self._model_name
+
+    def swap_models(self, detector, cascade, model_name: str, timeout_s: float = 5.0) -> bool:
+        """Use these (compiled, warmed) models for the next batches. Requests in flight finish on the
+        old ones and still deliver: each AsyncDetector calls back with its own results."""
+        new_async = AsyncDetector(detector, self._score_floor(self._rule), self._on_result)
+        with self._cond:
+            old_async, self._async = self._async, new_async
+            self._detector, self._cascade, self._model_name = detector, cascade, model_name
+        self.infer_ms.clear()
+        log.info("stream line %s: now detecting with %s", self.name, model_name)
+        try:
+            old_async.wait_all()
+        except RuntimeError as exc:
+            log.warning("stream line %s: the old model's last requests: %s", self.name, exc)
+        return True
+
+    def load_figures(self) -> dict:
+        """What the sync trial watches (agent.sync.job.trial_problem), in the inspection line's terms."""
+        recent = list(self.infer_ms)
+        return {"inference_errors": self.counters["inference_errors"] + self._async.errors,
+                "triggers_dropped": self.counters["results_dropped"], "inspect_backlog": self._in_flight,
+                "infer_ms_p50": statistics.median(recent) if len(recent) >= 10 else None}
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -207,7 +253,9 @@ class StreamLine:
         try:
             with self._cond:
                 self._in_flight += len(items)
-            self._async.submit([frame.image for _, frame in items], (items, self._clock()))
+            with self._cond:
+                runner = self._async
+            runner.submit([frame.image for _, frame in items], (items, self._clock()))
         except (BadFrame, RuntimeError) as exc:
             with self._cond:
                 self._in_flight -= len(items)
@@ -228,6 +276,9 @@ class StreamLine:
             self.first_frame_at = now
             self.warm_up_error = None
         self.counters["inferred"] += len(items)
+        self.infer_ms.append((now - submitted) * 1000)
+        for _, frame in items:
+            self.frame_sizes.add(frame.image.shape[:2])
         try:
             self._results.put_nowait((items, detections, (now - submitted) * 1000))
         except queue.Full:
@@ -276,9 +327,15 @@ class StreamLine:
             return
         self._last_event[cam] = frame.t_mono
         timings = {"infer": infer_ms}
-        if self._cascade is not None:
+        cascade = self._cascade
+        if cascade is not None:
             started = time.perf_counter()
-            found = self._cascade.classify(frame.image, found)
+            chosen = [i for i, d in enumerate(found) if self._classify_labels is None or d.label in self._classify_labels]
+            if chosen:
+                classified = cascade.classify(frame.image, [found[i] for i in chosen])
+                found = list(found)
+                for i, d in zip(chosen, classified):
+                    found[i] = d
             timings["classify"] = (time.perf_counter() - started) * 1000
         event_id = str(uuid.uuid4())
         event = self.event_payload(event_id, cam, frame, found, timings, batch, ids)
