@@ -16,6 +16,7 @@ from .act.heartbeat import Heartbeat
 from .act.http import HttpAction, HttpActionSettings, PublisherWithHttp
 from .act.plc import ModbusPlc, PlcRegisterMap, RtuLink, TcpLink
 from .act.reject_timing import RejectTimer, RejectTiming
+from .catalog import Catalog
 from .config import AgentConfig
 from .config.schema import walk_triggers
 from .deliver.mqtt import MqttPublisher, MqttSettings
@@ -30,8 +31,11 @@ from .ingest.motion import MotionDetector, MotionSettings, MotionTrigger
 from .ingest.plc_trigger import PlcTrigger
 from .ingest.scale import ScaleTrigger
 from .ingest.sources import Backoff, LiveSource, file_opener, folder_opener, stream_opener, v4l2_opener
-from .lines.inspection import CropSettings, InspectionLine
+from .lines.checkout import CheckoutLine
+from .lines.inspection import InspectionLine
+from .lines.triggered import CropSettings
 from .lines.stream import StreamLine, StreamSettings
+from .postprocess.checkout import CheckoutRules, WeightCheck
 from .postprocess.inspection_rule import DefectRule
 from .serial_port import SerialPort
 
@@ -60,14 +64,15 @@ class App:
         # Models first: a missing or broken model is the likeliest user error, and is found
         # before anything touches the line. They come from the active sync bundle, if any.
         self.sync = None  # the SyncJob, when config.sync is set
-        self.catalog = None  # the product database of the active bundle
+        self.catalog = None  # the product database in use: the active bundle's, else the factory one
+        self.factory_catalog = None  # catalog.path: kept open for a rollback to the factory models
         line_models = self._load_line_models(config, self._open_bundles(config))
         slot = self.sync.store.active if self.sync is not None else None
-        if slot is not None and slot.catalog_path is not None:
-            from .catalog import Catalog
-
-            self.catalog = Catalog(slot.catalog_path)
-            self._closers.append(lambda: self.catalog and self.catalog.close())
+        if config.catalog is not None:
+            self.factory_catalog = Catalog(config.catalog.path)
+            self._closers.append(self.factory_catalog.close)
+        self.catalog = self._slot_catalog(slot)
+        self._closers.append(self._close_bundle_catalog)
 
         # The outbox file first: it holds the session counter the link announces.
         outbox = config.outbox
@@ -105,10 +110,10 @@ class App:
             )
             self._closers.append(self.plc.close)
 
-        inspection_lines = [line for line in config.lines.values() if line.type == "inspection"]
+        triggered = [line for line in config.lines.values() if line.type != "stream"]
         needs_gpio = config.gpio.stack_light is not None or any(
-            line.reject_output or line.stop_line_output or
-            any(trigger.type == "gpio" for _, trigger in walk_triggers(line.trigger)) for line in inspection_lines)
+            getattr(line, "reject_output", None) or getattr(line, "stop_line_output", None) or
+            any(trigger.type == "gpio" for _, trigger in walk_triggers(line.trigger)) for line in triggered)
         if pin_factory is None and needs_gpio:
             pin_factory = make_pin_factory(config.gpio.pin_factory)
         self.pin_factory = pin_factory
@@ -121,11 +126,14 @@ class App:
         self.triggers: dict[str, object] = {}
         self.reject_timers: dict[str, RejectTimer] = {}
         self.http_actions: list[HttpAction] = []
-        self.lines: dict[str, InspectionLine | StreamLine] = {}
-        self._inputs: list[tuple[InspectionLine, object]] = []
+        self.lines: dict[str, InspectionLine | StreamLine | CheckoutLine] = {}
+        self._inputs: list[tuple[InspectionLine | CheckoutLine, object]] = []
         for name, line_config in config.lines.items():
             if line_config.type == "stream":
                 self.lines[name] = self._make_stream_line(name, line_config, line_models[name])
+            elif line_config.type == "checkout":
+                self.lines[name] = self._make_checkout_line(name, line_config, line_models[name])
+                self._inputs.append((self.lines[name], line_config.trigger))
             else:
                 self.lines[name] = self._make_inspection_line(name, line_config, line_models[name])
                 self._inputs.append((self.lines[name], line_config.trigger))
@@ -145,11 +153,6 @@ class App:
             reject_output = PulseOutput(out.pin, self.pin_factory, active_high=out.active_high)
             self._closers.append(reject_output.close)
         reject_timer = self._make_reject_timer(name, line_config, reject_output)
-        publisher = self.outbox
-        if line_config.webhooks:
-            actions = [self._make_http_action(name, i, hook) for i, hook in enumerate(line_config.webhooks)]
-            self.http_actions.extend(actions)
-            publisher = PublisherWithHttp(self.outbox, actions)
         return InspectionLine(
             name=name,
             device_id=config.device.id,
@@ -161,7 +164,7 @@ class App:
             ),
             cascade=cascade,
             plc=self.plc,
-            publisher=publisher,
+            publisher=self._line_publisher(name, line_config),
             reject_timer=reject_timer,
             stall_s=line_config.stall_s,
             reject_output=reject_output,
@@ -171,6 +174,37 @@ class App:
             model_name=model_name,
             burst_frames=line_config.burst.frames if line_config.burst else 1,
         )
+
+    def _line_publisher(self, name: str, line_config):
+        """The outbox; with webhooks, the outbox committing each event's HTTP calls with it."""
+        if not line_config.webhooks:
+            return self.outbox
+        actions = [self._make_http_action(name, i, hook) for i, hook in enumerate(line_config.webhooks)]
+        self.http_actions.extend(actions)
+        return PublisherWithHttp(self.outbox, actions)
+
+    def _make_checkout_line(self, name: str, line_config, models: tuple) -> CheckoutLine:
+        detector, cascade, model_name = models
+        weight = line_config.weight
+        return CheckoutLine(
+            name, self.config.device.id, self.cameras[line_config.camera], detector, cascade,
+            DefectRule(line_config.default_threshold, dict(line_config.thresholds)),
+            CheckoutRules(min_probability=line_config.min_probability,
+                          weight=WeightCheck(weight.tolerance_g, weight.tolerance_rel, weight.by_weight_tolerance_rel)),
+            self.catalog, self._line_publisher(name, line_config),
+            crops=CropSettings(**line_config.crops.model_dump()), queue_size=line_config.queue_size,
+            model_name=model_name, stall_s=line_config.stall_s,
+            burst_frames=line_config.burst.frames if line_config.burst else 1)
+
+    def _slot_catalog(self, slot):
+        """The product database for slot: its own if it carries one, else the factory one."""
+        if slot is not None and slot.catalog_path is not None:
+            return Catalog(slot.catalog_path)
+        return self.factory_catalog
+
+    def _close_bundle_catalog(self) -> None:
+        if self.catalog is not None and self.catalog is not self.factory_catalog:
+            self.catalog.close()
 
     def _make_stream_line(self, name: str, line_config, models: tuple) -> StreamLine:
         detector, cascade, model_name = models
@@ -287,15 +321,16 @@ class App:
             self._closers.append(self.sync.close)
         log.info("edge-agent %s running: device %s, lines %s", __version__, self.config.device.id, ", ".join(self.lines))
 
-    def _make_trigger(self, line: InspectionLine, trigger):
+    def _make_trigger(self, line: InspectionLine | CheckoutLine, trigger):
         line_config = self.config.lines[line.name]
         camera = self.cameras[line_config.camera]
         frames = line_config.burst.frames if line_config.burst else 1
         source_name = _trigger_source(trigger)
 
-        def on_fire(t_mono: float, weight_g: float | None = None, plc_trigger_id: int | None = None):
+        def on_fire(t_mono: float, weight_g: float | None = None, plc_trigger_id: int | None = None,
+                    weight_change_g: float | None = None):
             camera.expect(t_mono, frames)  # keep the frame(s) that belong to this trigger for the line
-            line.on_trigger(t_mono, source_name, weight_g, plc_trigger_id)
+            line.on_trigger(t_mono, source_name, weight_g, plc_trigger_id, weight_change_g)
 
         return self._build_trigger(line.name, camera, trigger, on_fire)
 
@@ -367,7 +402,8 @@ class App:
             "outbox": self.outbox.stats(),
             **({"commands": self.control.stats()} if self.control is not None else {}),
             **({"sync": self.sync.status()} if self.sync is not None else {}),
-            **({"catalog": {"version": self.catalog.info.version, "products": self.catalog.info.products}}
+            **({"catalog": {"version": self.catalog.info.version, "products": self.catalog.info.products,
+                            "factory": self.catalog is self.factory_catalog}}
                if self.catalog is not None else {}),
         }
 
@@ -446,17 +482,15 @@ class App:
         return Classifier(model) if model.info.adapter == "classifier" else Detector(model)
 
     def prepare(self, slot) -> _PreparedSwap:
-        """The lines' models from slot (None: factory), compiled and warmed for each camera's frames."""
-        from .catalog import Catalog
-
+        """The lines' models and product database from slot (None: factory), compiled and warmed for
+        each camera's frames."""
         line_models = self._line_models(self.config, slot)
         for name, (detector, cascade, _) in line_models.items():
             for size in self.lines[name].frame_sizes:
                 detector.detect(np.zeros((*size, 3), np.uint8), 0.5)
             if cascade is not None:
                 cascade.classifier.classify([np.zeros((64, 64, 3), np.uint8)])
-        catalog = Catalog(slot.catalog_path) if slot is not None and slot.catalog_path is not None else None
-        return _PreparedSwap(self, line_models, catalog)
+        return _PreparedSwap(self, line_models, self._slot_catalog(slot))
 
     def line_load(self) -> dict[str, dict]:
         return {name: line.load_figures() for name, line in self.lines.items()}
@@ -485,12 +519,20 @@ class _PreparedSwap:
 
     def apply(self) -> None:
         app = self._app
+        applied = True
         for name, (detector, cascade, model_name) in self._line_models.items():
-            if not app.lines[name].swap_models(detector, cascade, model_name):
+            line = app.lines[name]
+            # A checkout line takes the product database with its models, between the same two baskets.
+            extra = {"catalog": self._catalog} if isinstance(line, CheckoutLine) else {}
+            if not line.swap_models(detector, cascade, model_name, **extra):
+                applied = False
                 log.warning("line %s: the model swap is still waiting for the inspect thread", name)
         old, app.catalog = app.catalog, self._catalog
-        if old is not None:
-            old.close()
+        if old is not None and old is not self._catalog and old is not app.factory_catalog:
+            if applied:
+                old.close()
+            else:  # a line may still read it until it applies the swap: left to the garbage collector
+                log.warning("the previous product database stays open: a line has not applied the swap yet")
         if app.control is not None:
             app.control.model_info = app._model_info(self._line_models)
 
@@ -513,12 +555,12 @@ def _make_sync_job(settings, store, keys, host):
     ), store, keys, host)
 
 
-_HINTS = {"inspection": "LATENCY", "stream": "THROUGHPUT"}
+_HINTS = {"inspection": "LATENCY", "stream": "THROUGHPUT", "checkout": "LATENCY"}
 
 
 def _line_model_names(line_config) -> tuple[str, str | None]:
     """The config names of a line's detector and of its second-stage classifier (or None)."""
-    if line_config.type == "stream":
+    if line_config.type in ("stream", "checkout"):
         return line_config.model, line_config.classifier
     return line_config.model, line_config.severity_model
 

@@ -4,7 +4,8 @@
     products  sku (primary key), name, price_cents, currency, priced_by_weight, weight_g,
               barcode, label (the classifier's class label, unique)
 
-`build()` writes a database (the bundle builder uses it); `check()` is what the sync job runs
+`build()` writes a database (the bundle builder and `edge-agent catalog build` use it; `read_csv()`
+reads the products from a CSV file with the columns above); `check()` is what the sync job runs
 on a staged file before it may be activated: PRAGMA integrity_check, the tables, columns and
 schema version above, at least one product, and sane values. `Catalog` is the read-only
 lookup by classifier label, sku or barcode. The only module that imports sqlite-utils.
@@ -12,6 +13,7 @@ lookup by classifier label, sku or barcode. The only module that imports sqlite-
 
 from __future__ import annotations
 
+import csv
 import os
 import sqlite3
 import threading
@@ -78,6 +80,40 @@ def build(path: Path, products: Iterable[Product], version: str) -> CatalogInfo:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
     return check(path)
+
+
+def read_csv(path: Path) -> list[Product]:
+    """Products from a CSV file with a header row naming the products columns (barcode and
+    weight_g may be empty; priced_by_weight is 1/0, true/false or yes/no). Raises CatalogError."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise CatalogError(f"{path}: cannot read it as CSV: {exc}") from None
+    if not rows:
+        raise CatalogError(f"{path}: no products (a header row and one row per product)")
+    missing = [c for c in PRODUCT_COLUMNS if c not in rows[0]]
+    if missing:
+        raise CatalogError(f"{path}: missing column(s) {', '.join(missing)}; the header needs "
+                           f"{','.join(PRODUCT_COLUMNS)}")
+    products = []
+    for number, row in enumerate(rows, start=2):
+        column = "?"
+        try:
+            column = "price_cents"
+            price = int(row["price_cents"])
+            column = "priced_by_weight"
+            by_weight = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}[
+                row["priced_by_weight"].strip().lower()]
+            column = "weight_g"
+            weight = float(row["weight_g"]) if row["weight_g"].strip() else None
+        except (ValueError, KeyError, AttributeError):
+            raise CatalogError(f"{path}:{number} {column}: {row.get(column)!r} is not a valid value") from None
+        products.append(Product(sku=row["sku"].strip(), name=row["name"].strip(), price_cents=price,
+                                currency=row["currency"].strip().upper(), priced_by_weight=by_weight, weight_g=weight,
+                                barcode=row["barcode"].strip() or None, label=row["label"].strip()))
+    return products
 
 
 def _python_types(columns: dict[str, str]) -> dict[str, type]:

@@ -39,6 +39,7 @@ def cmd_check_config(args) -> int:
 def build_app(config, **kwargs):
     """Build the App, turning user errors (model, pin, outbox path, PLC settings) into UserError."""
     from .act.plc import PlcError
+    from .catalog import CatalogError
     from .app import App
     from .control.auth import ControlSetupError
     from .deliver.outbox import OutboxError
@@ -48,7 +49,7 @@ def build_app(config, **kwargs):
 
     try:
         return App(config, **kwargs)
-    except (ModelLoadError, GpioError, OutboxError, ControlSetupError, PlcError, StoreError) as exc:
+    except (ModelLoadError, GpioError, OutboxError, ControlSetupError, PlcError, StoreError, CatalogError) as exc:
         raise UserError(str(exc)) from None
 
 
@@ -246,6 +247,44 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_catalog_build(args) -> int:
+    import sqlite3
+
+    from . import catalog
+
+    try:
+        products = catalog.read_csv(args.csv)
+        info = catalog.build(args.out, products, version=args.version)
+    except catalog.CatalogError as exc:
+        raise UserError(str(exc)) from None
+    except (sqlite3.Error, OSError) as exc:  # a duplicate sku or label, an unwritable folder
+        raise UserError(f"{args.out}: cannot build the product database: {exc}") from None
+    print(f"{info.path}: {info.products} products, version {info.version}")
+    return 0
+
+
+def cmd_catalog_show(args) -> int:
+    from . import catalog
+
+    try:
+        products = catalog.Catalog(args.path)
+    except catalog.CatalogError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        info = products.info
+        print(f"{info.path}: version {info.version}, schema {info.schema_version}, {info.products} products")
+        for key in args.lookup or ():
+            product = products.by_label(key) or products.by_sku(key) or products.by_barcode(key)
+            if product is None:
+                print(f"  {key}: not found (by label, sku or barcode)")
+                continue
+            price = f"{product.price_cents / 100:.2f} {product.currency}" + ("/kg" if product.priced_by_weight else "")
+            print(f"  {key}: {product.sku} {product.name}, {price}, nominal {product.weight_g} g, label {product.label}")
+    finally:
+        products.close()
+    return 0
+
+
 def cmd_demo(args) -> int:
     demos = entry_points(group="edge_agent.demo")
     if not demos:
@@ -295,6 +334,19 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--device", default="CPU")
     inspect.add_argument("--conf", type=float, default=0.25)
     inspect.set_defaults(func=cmd_models_inspect)
+
+    catalog = sub.add_parser("catalog", help="product database tools (the checkout line's catalog.path)")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    build = catalog_sub.add_parser("build", help="build a product database from a CSV file")
+    build.add_argument("out", type=Path, help="the SQLite file to write (replaced)")
+    build.add_argument("--csv", type=Path, required=True,
+                       help="header: sku,name,price_cents,currency,priced_by_weight,weight_g,barcode,label")
+    build.add_argument("--version", default="factory", help="the database's version (default: factory)")
+    build.set_defaults(func=cmd_catalog_build)
+    show = catalog_sub.add_parser("show", help="check a product database and look products up")
+    show.add_argument("path", type=Path)
+    show.add_argument("lookup", nargs="*", help="classifier labels, skus or barcodes to look up")
+    show.set_defaults(func=cmd_catalog_show)
 
     bench_cmd = sub.add_parser("bench", help="pipeline FPS and latency beside OpenVINO's benchmark_app, INT8 vs FP32")
     bench_cmd.add_argument("model", help="the (INT8) IR folder or .xml")

@@ -21,6 +21,8 @@ class Trigger:
     source: str  # "gpio", ...
     weight_g: float | None = None  # the stable weight, when a scale fired the trigger
     plc_trigger_id: int | None = None  # the PLC's own id for the part, when the PLC fired the trigger
+    # The settled weight minus the one settled before it (what was put on the scale), with weight_g.
+    weight_change_g: float | None = None
 
     @property
     def inspection_id(self) -> int:

@@ -1,7 +1,9 @@
-"""A simulated camera: serves whatever is in front of it as a JPEG snapshot over HTTP.
+"""A simulated camera: serves whatever is in front of it as a JPEG snapshot over HTTP, and as a
+live MJPEG stream (multipart/x-mixed-replace, as IP cameras serve it) at `stream_fps`.
 
-The agent reads it through its ordinary `http_snapshot` source, the same code that reads a
-real camera's snapshot URL. Faults can be injected: HTTP errors, garbage bytes, a stall.
+The agent reads the snapshot through its ordinary `http_snapshot` source and the stream through
+its `stream` source (OpenCV's FFmpeg backend), the same code that reads a real camera. Faults can
+be injected into snapshots: HTTP errors, garbage bytes, a stall.
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
 
 
 class SimCamera:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, stream_fps: float = 15.0):
         self._address = (host, port)
+        self.stream_fps = stream_fps
         self._jpeg = b""
+        self._loop: list[bytes] = []  # what the stream cycles through (sensor noise), else _jpeg
+        self._stopped = threading.Event()
+        self.stream_frames = 0
         self._sequence: list[bytes] = []
         self._lock = threading.Lock()
         self._faults: list[str] = []
@@ -38,10 +44,19 @@ class SimCamera:
         host, port = self._server.address if self._server else self._address
         return f"http://{host}:{port}/snapshot.jpg"
 
-    def show(self, jpeg: bytes) -> None:
-        """What the camera sees from now on."""
+    @property
+    def stream_url(self) -> str:
+        return self.url.replace("/snapshot.jpg", "/stream.mjpg")
+
+    def show(self, jpeg: bytes | list[bytes]) -> None:
+        """What the camera sees from now on; several images: the stream cycles through them (a
+        still scene with fresh sensor noise in each frame), a snapshot gets the first."""
+        jpegs = [jpeg] if isinstance(jpeg, bytes) else list(jpeg)
+        if not jpegs:
+            raise ValueError("show needs at least one image")
         with self._lock:
-            self._jpeg = jpeg
+            self._jpeg = jpegs[0]
+            self._loop = jpegs
             self._sequence = []
 
     def show_sequence(self, jpegs: list[bytes]) -> None:
@@ -51,6 +66,7 @@ class SimCamera:
             raise ValueError("show_sequence needs at least one image")
         with self._lock:
             self._jpeg = jpegs[-1]
+            self._loop = [jpegs[-1]]
             self._sequence = list(jpegs[:-1])
 
     def inject(self, fault: str, count: int = 1) -> None:
@@ -67,13 +83,49 @@ class SimCamera:
                 return self._faults.pop(0), self._sequence[0] if self._sequence else self._jpeg
             return None, self._sequence.pop(0) if self._sequence else self._jpeg
 
+    def _stream_frame(self, index: int) -> bytes:
+        with self._lock:
+            loop = self._loop or [self._jpeg]
+            self.stream_frames += 1
+            return loop[index % len(loop)]
+
+    def _serve_stream(self, handler: BaseHTTPRequestHandler) -> None:
+        """multipart/x-mixed-replace JPEGs at stream_fps, paced in real time, until the client leaves."""
+        handler.close_connection = True
+        handler.send_response(200)
+        handler.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        handler.send_header("Cache-Control", "no-cache")
+        handler.end_headers()
+        period = 1.0 / self.stream_fps
+        next_t = time.monotonic()
+        index = 0
+        while not self._stopped.is_set():
+            jpeg = self._stream_frame(index)
+            index += 1
+            try:
+                handler.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                                    + jpeg + b"\r\n")
+                handler.wfile.flush()
+            except OSError:
+                return  # the client left
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay < -period:  # fell behind (a loaded machine): no burst to catch up
+                next_t, delay = time.monotonic(), 0.0
+            if delay > 0 and self._stopped.wait(delay):
+                return
+
     def start(self) -> None:
         camera = self
+        self._stopped.clear()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):  # noqa: N802 (http.server's naming)
+                if self.path.split("?")[0] == "/stream.mjpg":
+                    camera._serve_stream(self)
+                    return
                 if self.path.split("?")[0] != "/snapshot.jpg":
                     self.send_error(404)
                     return
@@ -100,6 +152,7 @@ class SimCamera:
         self._server = HttpThread(self._address, Handler, "sim-camera")
 
     def stop(self) -> None:
+        self._stopped.set()  # ends the streams being served
         if self._server is not None:
             self._server.stop()
             self._server = None

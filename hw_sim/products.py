@@ -144,3 +144,50 @@ def by_sku(sku: str) -> Product:
         return _BY_SKU[sku]
     except KeyError:
         raise KeyError(f"unknown sku {sku!r}") from None
+
+
+def write_catalog(path, version: str = "factory"):
+    """The product database of this catalogue (what the sync bundles carry too), as a checkout
+    line's factory catalog.path. Returns its agent.catalog.CatalogInfo."""
+    from agent import catalog
+    from models.make_bundle import simulator_products
+
+    return catalog.build(path, simulator_products(), version=version)
+
+
+def write_csv(path) -> None:
+    """This catalogue as the CSV `edge-agent catalog build --csv` reads."""
+    import csv
+
+    from agent.catalog import PRODUCT_COLUMNS
+    from models.make_bundle import simulator_products
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(PRODUCT_COLUMNS))
+        writer.writeheader()
+        for p in simulator_products():
+            writer.writerow({"sku": p.sku, "name": p.name, "price_cents": p.price_cents, "currency": p.currency,
+                             "priced_by_weight": int(p.priced_by_weight), "weight_g": p.weight_g,
+                             "barcode": p.barcode or "", "label": p.label})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m hw_sim.products OUT.db | --csv OUT.csv: the simulator's product database."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m hw_sim.products", description=main.__doc__)
+    parser.add_argument("out", help="the SQLite file to write, or with --csv the CSV file")
+    parser.add_argument("--csv", action="store_true", help="write the catalogue as CSV (for edge-agent catalog build)")
+    parser.add_argument("--version", default="factory")
+    args = parser.parse_args(argv)
+    if args.csv:
+        write_csv(args.out)
+        print(f"{args.out}: {len(CATALOG)} products (CSV)")
+    else:
+        info = write_catalog(args.out, args.version)
+        print(f"{info.path}: {info.products} products, version {info.version}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -144,13 +144,18 @@ class Cell:
 
     def __init__(self, tmp_path, protocol: str, **trigger_options):
         self.fires: list[tuple[float, float]] = []
+        self.changes: list[float] = []
         self.sim = SimScale(tmp_path / f"scale-{protocol}", protocol=protocol, settle_s=0.3)
         self.sim.start()
         options = dict(threshold_g=5.0, reply_timeout_s=0.3, unstable_after_s=1.0)
         options.update(trigger_options)
         self.trigger = ScaleTrigger(SerialPort(str(self.sim.link), timeout_s=0.05), protocol,
-                                    lambda t, w: self.fires.append((t, w)), **options)
+                                    self._fired, **options)
         assert wait_until(lambda: self.trigger.stats()["reference_g"] is not None), self.trigger.stats()
+
+    def _fired(self, t: float, weight_g: float, weight_change_g: float) -> None:
+        self.fires.append((t, weight_g))
+        self.changes.append(weight_change_g)
 
     def weights(self) -> list[float]:
         return [round(w, 1) for _, w in self.fires]
@@ -176,6 +181,18 @@ def test_placing_a_weight_fires_once_with_the_stable_weight(cell):
     assert cell.weights() == [250.0]
     stats = cell.trigger.stats()
     assert stats["state"] == "stable" and stats["weight_g"] == pytest.approx(250.0) and stats["fires"] == 1
+
+
+def test_each_fire_carries_the_change_from_the_weight_settled_before(cell):
+    """What was put on the scale: the second item alone, and after a removal (no fire, direction
+    increase) the change from the lower weight the scale settled at."""
+    for weight, fires in ((250.0, 1), (400.0, 2), (100.0, 2), (160.0, 3)):
+        cell.sim.place(weight)
+        time.sleep(0.6)  # settle_s 0.3, then two agreeing readings
+        assert wait_until(lambda: len(cell.fires) == fires and cell.trigger.stats()["reference_g"] == pytest.approx(weight), 5), \
+            cell.trigger.stats()
+    assert cell.weights() == [250.0, 400.0, 160.0]
+    assert [round(c, 1) for c in cell.changes] == [250.0, 150.0, 60.0]
 
 
 @pytest.mark.parametrize("fault", ["garbage", "bad_checksum", "error", "busy", "no_reply"])
@@ -225,7 +242,7 @@ def test_a_disconnect_is_survived_and_shown(cell):
 
 
 def test_a_port_that_is_not_there_is_retried_quietly(tmp_path):
-    trigger = ScaleTrigger(SerialPort(str(tmp_path / "ttyUSB9")), "mtsics", lambda t, w: None)
+    trigger = ScaleTrigger(SerialPort(str(tmp_path / "ttyUSB9")), "mtsics", lambda t, w, weight_change_g: None)
     try:
         assert wait_until(lambda: trigger.stats()["open_failures"] >= 1, 3)
         stats = trigger.stats()

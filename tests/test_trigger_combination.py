@@ -143,6 +143,7 @@ def test_checkout_fires_on_motion_and_a_settled_weight_and_carries_the_weight(tm
         scale_sim.stop()
     (fire,) = fires.calls
     assert fire["weight_g"] == pytest.approx(575.0)
+    assert fire["weight_change_g"] == pytest.approx(540.0)  # what was put down: the box alone
     assert fire["t"] - motion_seen < 2.0
     assert stats["fires"] == 1 and stats["unmatched"] == 1  # the lone weight at the start
     motion, scale = stats["members"]

@@ -159,7 +159,7 @@ def _dedupe(issues: list[ConfigIssue]) -> list[ConfigIssue]:
 
 
 def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
-    """Relative model paths are relative to the config file, not to the working directory."""
+    """Relative model and catalog paths are relative to the config file, not to the working directory."""
     def resolve(path: Path) -> Path:
         return path if path.is_absolute() else base / path
 
@@ -179,4 +179,8 @@ def _resolve_paths(config: AgentConfig, base: Path) -> AgentConfig:
             "ca_bundle": resolve(sync.ca_bundle) if sync.ca_bundle else None,
             "state_dir": resolve(sync.state_dir) if sync.state_dir else state_dir / "bundles",
         })
-    return config.model_copy(update={"models": models, "model_cache_dir": cache, "control": control, "sync": sync})
+    catalog = config.catalog
+    if catalog is not None:
+        catalog = catalog.model_copy(update={"path": resolve(catalog.path)})
+    return config.model_copy(update={"models": models, "model_cache_dir": cache, "control": control, "sync": sync,
+                                     "catalog": catalog})

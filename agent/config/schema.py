@@ -442,6 +442,14 @@ def _thresholds_in_range(value: dict[str, float]) -> dict[str, float]:
 Thresholds = Annotated[dict[str, float], AfterValidator(_thresholds_in_range)]
 
 
+def _webhook_names_unique(value: list[WebhookConfig]) -> list[WebhookConfig]:
+    names = [hook.name_at(i) for i, hook in enumerate(value)]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(f"webhook name {twice[0]!r} is used twice: give each webhook its own name")
+    return value
+
+
 class InspectionLine(Strict):
     type: Literal["inspection"] = "inspection"
     camera: str
@@ -458,19 +466,10 @@ class InspectionLine(Strict):
     burst: BurstConfig | None = None  # None: the trigger's frame alone
     reject_timing: RejectTimingConfig | None = None  # None: the reject fires as soon as the result is known
     stop_line_output: OutputPin | None = None  # latched on by reject_timing.fail_action stop_line
-    webhooks: list[WebhookConfig] = []
+    webhooks: Annotated[list[WebhookConfig], AfterValidator(_webhook_names_unique)] = []
     stall_s: float = Field(2.0, gt=0, le=3600)  # a part waiting this long for a result stops the heartbeat
     crops: CropConfig = CropConfig()
     queue_size: int = Field(64, ge=1, le=10000)
-
-    @field_validator("webhooks")
-    @classmethod
-    def _webhook_names_unique(cls, value: list[WebhookConfig]):
-        names = [hook.name_at(i) for i, hook in enumerate(value)]
-        twice = sorted({name for name in names if names.count(name) > 1})
-        if twice:
-            raise ValueError(f"webhook name {twice[0]!r} is used twice: give each webhook its own name")
-        return value
 
 
 class StreamMotionConfig(Strict):
@@ -515,6 +514,51 @@ class StreamLine(Strict):
         return value
 
 
+CHECKOUT_RESULTS = ("ok", "no_read", "unknown_item", "weigh_separately", "no_weight", "weight_mismatch")
+
+
+class CheckoutWebhookConfig(WebhookConfig):
+    """A checkout line's webhook (the POS): `on` takes the basket results; default all of them,
+    so the POS sees every basket, charges the `ok` ones and calls an attendant for the others."""
+
+    on: list[Literal["ok", "no_read", "unknown_item", "weigh_separately", "no_weight", "weight_mismatch"]] = \
+        list(CHECKOUT_RESULTS)
+
+
+class CheckoutWeightConfig(Strict):
+    """The weight check: |measured change - nominal weights| <= tolerance_g + tolerance_rel x the
+    items sold per item + by_weight_tolerance_rel x the produce sold by weight."""
+
+    tolerance_g: float = Field(10.0, ge=0, le=10000)
+    tolerance_rel: float = Field(0.03, ge=0, le=1)
+    by_weight_tolerance_rel: float = Field(0.35, ge=0, le=5)
+
+
+class CheckoutLine(Strict):
+    """Retail self-checkout: motion + weight -> detect -> classify -> price lookup (README "Checkout line")."""
+
+    type: Literal["checkout"]
+    camera: str
+    trigger: TriggerConfig
+    model: str  # the product detector
+    classifier: str  # product identity from each box: its labels are the catalog's `label`s
+    thresholds: Thresholds = {}  # per detector label; others use default_threshold
+    default_threshold: float = Field(0.5, gt=0, lt=1)
+    min_probability: float = Field(0.85, gt=0, le=1)  # the classifier's top probability under this: unknown item
+    weight: CheckoutWeightConfig = CheckoutWeightConfig()
+    burst: BurstConfig | None = None
+    webhooks: Annotated[list[CheckoutWebhookConfig], AfterValidator(_webhook_names_unique)] = []
+    stall_s: float = Field(2.0, gt=0, le=3600)
+    crops: CropConfig = CropConfig()
+    queue_size: int = Field(16, ge=1, le=10000)
+
+
+class CatalogConfig(Strict):
+    """The factory product database (SQLite, agent/catalog.py): used while no sync bundle brings one."""
+
+    path: Path
+
+
 def _line_type(value) -> str:
     """Lines without a `type` are inspection lines (the first kind, and the configs written before)."""
     if isinstance(value, dict):
@@ -523,7 +567,8 @@ def _line_type(value) -> str:
 
 
 LineConfig = Annotated[
-    Union[Annotated[InspectionLine, Tag("inspection")], Annotated[StreamLine, Tag("stream")]],
+    Union[Annotated[InspectionLine, Tag("inspection")], Annotated[StreamLine, Tag("stream")],
+          Annotated[CheckoutLine, Tag("checkout")]],
     Discriminator(_line_type),
 ]
 
@@ -604,6 +649,7 @@ class AgentConfig(Strict):
     plc: PlcConfig | None = None  # None: no PLC (e.g. a surveillance box); no heartbeat
     gpio: GpioConfig = GpioConfig()
     models: dict[str, ModelConfig]
+    catalog: CatalogConfig | None = None  # the factory product database; checkout lines need it
     cameras: dict[str, CameraConfig]
     lines: dict[str, LineConfig]
     control: ControlConfig = ControlConfig()
@@ -641,6 +687,9 @@ class AgentConfig(Strict):
             if line.camera not in self.cameras:
                 known = ", ".join(self.cameras) or "none"
                 issues.append((("lines", name, "camera"), f"no camera named {line.camera!r} (cameras: {known})"))
+            if line.type == "checkout":
+                issues += self._checkout_line_issues(name, line)
+                continue
             for key in ("model", "severity_model"):
                 ref = getattr(line, key)
                 if ref is not None and ref not in self.models:
@@ -659,6 +708,21 @@ class AgentConfig(Strict):
         if ref is None or ref in self.models:
             return []
         return [(path, f"no model named {ref!r} (models: {', '.join(self.models) or 'none'})")]
+
+    def _checkout_line_issues(self, name: str, line: CheckoutLine) -> list:
+        issues = self._model_issue(("lines", name, "model"), line.model)
+        issues += self._model_issue(("lines", name, "classifier"), line.classifier)
+        if self.catalog is None:
+            issues.append((("lines", name), "a checkout line needs the factory product database: add catalog.path "
+                                            "(build one with: edge-agent catalog build)"))
+        scales = [(path, t) for path, t in walk_triggers(line.trigger, ("lines", name, "trigger")) if t.type == "scale"]
+        if not scales:
+            issues.append((("lines", name, "trigger"), "a checkout line needs a scale trigger (e.g. all_of motion and "
+                                                       "scale): the weight change is what its baskets are checked against"))
+        for path, scale in scales:
+            if scale.direction != "increase":
+                issues.append(((*path, "direction"), "a checkout line charges what is put down: use direction increase"))
+        return issues
 
     def _stream_line_issues(self, name: str, line: StreamLine) -> list:
         issues = []

@@ -7,7 +7,7 @@ composites included.
 Checkout is all_of(motion, scale): a hand moves over the platter and the weight settles at a
 new value. The composite fires at the time of the member that completed it, so the line's
 frame is the one at or after that moment, and it carries the details its members brought:
-the scale's stable weight, the PLC's trigger id (the latest member's, if several have one).
+the scale's stable weight (and its change), the PLC's trigger id (the latest member's, if several have one).
 A member that fired without the others inside the window is counted as `unmatched`.
 
 Members call in from their own threads; the composite holds no thread of its own.
@@ -26,10 +26,12 @@ Mode = Literal["all_of", "any_of"]
 
 
 class _Fire:
-    __slots__ = ("t_mono", "weight_g", "plc_trigger_id")
+    __slots__ = ("t_mono", "weight_g", "plc_trigger_id", "weight_change_g")
 
-    def __init__(self, t_mono: float, weight_g: float | None, plc_trigger_id: int | None):
+    def __init__(self, t_mono: float, weight_g: float | None, plc_trigger_id: int | None,
+                 weight_change_g: float | None = None):
         self.t_mono, self.weight_g, self.plc_trigger_id = t_mono, weight_g, plc_trigger_id
+        self.weight_change_g = weight_change_g
 
 
 class CompositeTrigger:
@@ -59,8 +61,9 @@ class CompositeTrigger:
         if not 0 <= index < len(self._pending):
             raise IndexError(f"member {index} of {len(self._pending)}")
 
-        def on_member_fire(t_mono: float, weight_g: float | None = None, plc_trigger_id: int | None = None) -> None:
-            self._member_fired(index, _Fire(t_mono, weight_g, plc_trigger_id))
+        def on_member_fire(t_mono: float, weight_g: float | None = None, plc_trigger_id: int | None = None,
+                           weight_change_g: float | None = None) -> None:
+            self._member_fired(index, _Fire(t_mono, weight_g, plc_trigger_id, weight_change_g))
 
         return on_member_fire
 
@@ -87,9 +90,10 @@ class CompositeTrigger:
                 self._pending = [None] * len(self._pending)
             self._last_fire = fired[-1].t_mono
             self.counters["fires"] += 1
-        weight = next((f.weight_g for f in reversed(fired) if f.weight_g is not None), None)
+        weigher = next((f for f in reversed(fired) if f.weight_g is not None), None)
         part_id = next((f.plc_trigger_id for f in reversed(fired) if f.plc_trigger_id is not None), None)
-        self._on_fire(fired[-1].t_mono, weight_g=weight, plc_trigger_id=part_id)
+        self._on_fire(fired[-1].t_mono, weight_g=weigher and weigher.weight_g, plc_trigger_id=part_id,
+                      weight_change_g=weigher and weigher.weight_change_g)
 
     def _expire(self, now: float) -> None:
         """Drop member fires older than the window (called with the lock held)."""

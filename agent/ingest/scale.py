@@ -46,6 +46,7 @@ class StableChange:
         self.direction = direction
         self.confirm = max(1, confirm)
         self.reference_g: float | None = None
+        self.last_change_g: float | None = None  # settled - the reference before it, of the latest fire
         self._run: list[float] = []
 
     def update(self, reading: ScaleReading) -> float | None:
@@ -67,15 +68,17 @@ class StableChange:
         if abs(change) <= self.threshold_g:
             return None
         self.reference_g = settled
+        self.last_change_g = change
         self._run.clear()
         wanted = self.direction == "any" or (change > 0) == (self.direction == "increase")
         return settled if wanted else None
 
 
 class ScaleTrigger:
-    """A scale on a serial port, read by its own thread. `on_fire(t_mono, weight_g)`."""
+    """A scale on a serial port, read by its own thread. `on_fire(t_mono, weight_g, weight_change_g=...)`:
+    the settled weight, and how much it changed from the weight settled before it."""
 
-    def __init__(self, port: SerialPort, protocol: str, on_fire: Callable[[float, float], object], *,
+    def __init__(self, port: SerialPort, protocol: str, on_fire: Callable[..., object], *,
                  threshold_g: float = 5.0, direction: str = "increase", confirm: int = 2,
                  poll_interval_s: float = 0.1, reply_timeout_s: float = 0.5, unstable_after_s: float = 10.0,
                  toledo_checksum: bool = True, backoff: Backoff = Backoff(initial_s=0.5, max_s=5.0),
@@ -222,7 +225,7 @@ class ScaleTrigger:
         if fired is not None:
             self.counters["fires"] += 1
             log.info("scale %s: settled at %.1f g", self.name, fired)
-            self._on_fire(now, fired)
+            self._on_fire(now, fired, weight_change_g=self._change.last_change_g)
 
     def _fault(self, kind: str, message: str) -> None:
         now = time.monotonic()

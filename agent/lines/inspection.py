@@ -4,72 +4,27 @@
               -> [inspect thread] detect -> rule -> reject pulse + PLC result
               -> [deliver thread] event JSON + JPEG crops to the publisher
 
-Capture runs on its own thread so a part is photographed when it is in front of the camera,
-not when the previous inspection is done. Acting never waits on the network: delivery is
-queued to its own thread.
+The stages, warm-up, model swap and health are the triggered line's (agent/lines/triggered.py);
+this module decides (the defect rule), acts (reject pulse, timed reject, PLC result) and writes
+the inspection event.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import statistics
-import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass
 from typing import Protocol
 
-import cv2
-
 from ..act.plc import ResultCode
-from ..events import Frame, Inspection, Outcome, Trigger, Verdict
+from ..events import Frame, Inspection, Outcome, Trigger
 from ..infer.engine import BadFrame
-from ..infer.geometry import crop_box
-from ..ingest.burst import sharpest
 from ..postprocess.inspection_rule import DefectRule
+from .triggered import EVENT_SCHEMA, Camera, CropSettings, DetectorLike, Publisher, TriggeredLine
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
-
-
-class _WarmUp:
-    """A capture request with no part behind it: one frame through the detector, no result."""
-
-    t_mono = None  # no trigger time: the camera's next frame
-
-
-_WARM_UP = _WarmUp()
-
-
-@dataclass(frozen=True)
-class _Swap:
-    """New models for the line, applied by the inspect thread between two inspections."""
-
-    detector: object
-    cascade: object
-    model_name: str
-    done: threading.Event
-
-
-_SWAP_WAKE = object()  # wakes an idle inspect thread to apply a pending swap
-STAGES = ("capture", "inspect", "deliver")
 _RESULT_CODES = {Outcome.PASS: ResultCode.PASS, Outcome.REJECT: ResultCode.REJECT, Outcome.NO_READ: ResultCode.NO_READ}
-EVENT_SCHEMA = 1
-
-
-class Camera(Protocol):
-    def grab(self, after: float | None = None) -> Frame | None: ...
-
-    def grab_burst(self, after: float | None, count: int) -> list[Frame]: ...
-
-
-class DetectorLike(Protocol):
-    last_infer_ms: float
-
-    def detect(self, image, conf_threshold: float) -> list: ...
 
 
 class Plc(Protocol):
@@ -77,25 +32,15 @@ class Plc(Protocol):
                      defect_class: int = 0, trigger_id: int | None = None) -> bool: ...
 
 
-class Publisher(Protocol):
-    def publish_event(self, line: str, event: dict) -> None: ...
-
-    def publish_crop(self, line: str, event_id: str, index: int, jpeg: bytes, meta: dict) -> None: ...
-
-
 class RejectOutput(Protocol):
     def pulse(self, seconds: float) -> None: ...
 
 
-@dataclass(frozen=True)
-class CropSettings:
-    margin_px: int = 8
-    min_size_px: int = 32
-    max_per_event: int = 8
-    jpeg_quality: int = 90
+class InspectionLine(TriggeredLine):
+    ITEM = "inspection"
+    WAITING = "parts"
+    COUNTERS = ("passed", "rejected", "no_reads", "plc_write_failures", "late_results")
 
-
-class InspectionLine:
     def __init__(
         self,
         name: str,
@@ -118,159 +63,32 @@ class InspectionLine:
         """reject_timer: an agent.act.reject_timing.RejectTimer; the reject then fires when the part
         reaches the station, and only a timely PASS passes. None: pulse at once (station at the camera).
         stall_s: a part waiting this long for its result, or a stage busy this long, is unhealthy.
-        burst_frames: > 1 inspects the sharpest of that many frames from the trigger's own on."""
-        self.name = name
-        self.device_id = device_id
-        self._camera = camera
-        self._detector = detector
-        self._cascade = cascade  # optional severity grading of each defect
-        self.rule = rule
+        burst_frames: > 1 inspects the sharpest of that many frames from the trigger's own on.
+        cascade: optional severity grading of each defect."""
+        super().__init__(name, device_id, camera, detector, rule, publisher, crops=crops, queue_size=queue_size,
+                         model_name=model_name, cascade=cascade, stall_s=stall_s, burst_frames=burst_frames)
         self._plc = plc
-        self._publisher = publisher
         self._reject_output = reject_output
         self._reject_pulse_s = reject_pulse_s
         self._reject_timer = reject_timer
-        self._stall_s = stall_s
-        self._last_progress = time.monotonic()  # last result, or the trigger that ended an idle spell
-        self._crops = crops
-        self._model_name = model_name
-        self._seq = 0
-        self._newest_inspection_id = 0  # of the newest trigger: the PLC's trigger id for PLC-triggered parts
-        self._burst_frames = burst_frames
-        self._seq_lock = threading.Lock()
-        self._capture_q: queue.Queue = queue.Queue(queue_size)
-        self._inspect_q: queue.Queue = queue.Queue(queue_size)
-        self._deliver_q: queue.Queue = queue.Queue(queue_size * 4)
-        self._accepting = False
-        # Paused by a command: triggers are counted and ignored (no capture, no result, no actuation).
-        self.paused = False
-        self.triggers_while_paused = 0
-        self._threads: list[threading.Thread] = []
-        # Per stage: when it took the item it is working on; None while it waits for work.
-        self._busy_since: dict[str, float | None] = dict.fromkeys(STAGES)
-        self.first_frame_at: float | None = None  # when the detector first ran on a frame (monotonic)
-        self.last_frame_hw: tuple[int, int] | None = None  # the camera's resolution, for warming a new model
-        self.infer_ms: deque = deque(maxlen=200)  # recent inference times, since start or the last model swap
-        self._pending_swap: _Swap | None = None
-        self.warm_up_error: str | None = None
-        self.counters = dict.fromkeys(
-            ("triggers", "triggers_dropped", "inspections", "passed", "rejected", "no_reads",
-             "inference_errors", "plc_write_failures", "events_dropped", "late_results"),
-            0,
-        )
 
-    # -- lifecycle -------------------------------------------------------------------
-    def start(self) -> None:
-        stages = [("capture", self._capture_loop), ("inspect", self._inspect_loop), ("deliver", self._deliver_loop)]
-        for stage, target in stages:
-            thread = threading.Thread(target=target, name=f"{self.name}-{stage}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        self._accepting = True
-
-    def stop(self, timeout_s: float = 4.0) -> bool:
-        """Stop taking triggers, finish what is in flight, and join. True if all stages ended."""
-        self._accepting = False
-        if not self._threads:
-            return True
-        self._capture_q.put(_STOP)  # stages pass it on after the work queued before it
-        deadline = time.monotonic() + timeout_s
-        for thread in self._threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in self._threads if t.is_alive()]
-        if alive:
-            log.error("line %s: stages still running after %.1f s: %s", self.name, timeout_s, ", ".join(alive))
-        self._threads = []
-        return not alive
-
-    # -- ingest ----------------------------------------------------------------------
-    def on_trigger(self, t_mono: float | None = None, source: str = "gpio", weight_g: float | None = None,
-                   plc_trigger_id: int | None = None) -> Trigger | None:
-        """Called from the sensor's callback thread: must return at once. plc_trigger_id: the
-        PLC's id for the part, echoed in the result instead of the line's sequence number."""
-        if not self._accepting:
-            return None
-        if self.paused:
-            self.triggers_while_paused += 1
-            return None
-        with self._seq_lock:
-            self._seq += 1
-            seq = self._seq
-            self._newest_inspection_id = seq if plc_trigger_id is None else plc_trigger_id
-        t_mono = time.monotonic() if t_mono is None else t_mono
-        trigger = Trigger(line=self.name, seq=seq, t_mono=t_mono, t_wall=time.time() - (time.monotonic() - t_mono),
-                          source=source, weight_g=weight_g, plc_trigger_id=plc_trigger_id)
-        if self._in_flight() == 0:
-            self._last_progress = time.monotonic()
-        self.counters["triggers"] += 1
+    def _trigger_taken(self, trigger: Trigger) -> None:
         if self._reject_timer is not None:  # dropped or not, the part is on its way to the station
-            self._reject_timer.part_entered(seq, t_mono)
-        try:
-            self._capture_q.put_nowait(trigger)
-        except queue.Full:
-            # Hopelessly behind: this part gets no result, and the PLC rejects a part without one.
-            self.counters["triggers_dropped"] += 1
-            log.warning("line %s: trigger %d dropped, capture queue full", self.name, seq)
-        return trigger
-
-    def _capture_loop(self) -> None:
-        while True:
-            self._busy_since["capture"] = None
-            trigger = self._capture_q.get()
-            self._busy_since["capture"] = time.monotonic()
-            if trigger is _STOP:
-                self._inspect_q.put(_STOP)
-                return
-            if self._burst_frames > 1 and trigger is not _WARM_UP:  # from the frame reserved at the trigger on
-                frame = sharpest(self._camera.grab_burst(trigger.t_mono, self._burst_frames), self._burst_frames)
-            else:
-                frame = self._camera.grab(after=trigger.t_mono)  # the frame reserved at the trigger
-            self._inspect_q.put((trigger, frame, time.monotonic()))
+            self._reject_timer.part_entered(trigger.seq, trigger.t_mono)
 
     # -- inspect and act -------------------------------------------------------------
-    def _inspect_loop(self) -> None:
-        while True:
-            self._busy_since["inspect"] = None
-            item = self._inspect_q.get()
-            self._busy_since["inspect"] = time.monotonic()
-            if item is _STOP:
-                self._deliver_q.put(_STOP)
-                return
-            if self._pending_swap is not None:
-                self._apply_swap()
-            if item is _SWAP_WAKE:
-                continue
-            trigger, frame, t_captured = item
-            if trigger is _WARM_UP:
-                self._warm_up(frame)
-                continue
-            try:
-                inspection = self._inspect(trigger, frame, t_captured)
-            except Exception:  # a bug of ours must not stop the line; the part fails safe
-                log.exception("line %s: inspection %d failed", self.name, trigger.seq)
-                inspection = Inspection(str(uuid.uuid4()), trigger, DefectRule.no_read("internal error"), frame)
-                self._act(inspection)
-            try:
-                self._deliver_q.put_nowait(inspection)
-            except queue.Full:
-                self.counters["events_dropped"] += 1
+    def _failed(self, trigger: Trigger, frame: Frame | None) -> Inspection:
+        inspection = Inspection(str(uuid.uuid4()), trigger, DefectRule.no_read("internal error"), frame)
+        self._act(inspection)
+        return inspection
 
-    def _inspect(self, trigger: Trigger, frame: Frame | None, t_captured: float) -> Inspection:
+    def _process(self, trigger: Trigger, frame: Frame | None, t_captured: float) -> Inspection:
         timings = {"capture": (t_captured - trigger.t_mono) * 1000}
         if frame is None:
             verdict = DefectRule.no_read("no frame from the camera")
         else:
             try:
-                detections = self._detector.detect(frame.image, self.rule.lowest_threshold)
-                timings["infer"] = self._detector.last_infer_ms
-                self.infer_ms.append(timings["infer"])
-                self.last_frame_hw = frame.image.shape[:2]
-                if self.first_frame_at is None:
-                    self.first_frame_at = time.monotonic()
-                if self._cascade is not None and detections:
-                    detections = self._cascade.classify(frame.image, detections)
-                    timings["classify"] = self._cascade.classifier.last_infer_ms
-                verdict = self.rule.judge(detections)
+                verdict = self.rule.judge(self._detect(frame, timings))
             except BadFrame as exc:
                 self.counters["inference_errors"] += 1
                 verdict = DefectRule.no_read(f"bad frame: {exc}")
@@ -303,7 +121,6 @@ class InspectionLine:
             if not written:
                 self.counters["plc_write_failures"] += 1
         inspection.timings_ms["act"] = (time.monotonic() - start) * 1000
-        self._last_progress = time.monotonic()
         self.counters["inspections"] += 1
         key = {Outcome.PASS: "passed", Outcome.REJECT: "rejected", Outcome.NO_READ: "no_reads"}[verdict.outcome]
         self.counters[key] += 1
@@ -312,40 +129,18 @@ class InspectionLine:
                         extra={"line": self.name, "event_id": inspection.event_id})
 
     # -- deliver ---------------------------------------------------------------------
-    def _deliver_loop(self) -> None:
-        while True:
-            self._busy_since["deliver"] = None
-            inspection = self._deliver_q.get()
-            self._busy_since["deliver"] = time.monotonic()
-            if inspection is _STOP:
-                return
-            if self._publisher is None:
-                continue
-            try:
-                self._deliver(inspection)
-            except Exception:
-                log.exception("line %s: delivering event %s failed", self.name, inspection.event_id,
-                              extra={"line": self.name, "event_id": inspection.event_id})
-
     def _deliver(self, inspection: Inspection) -> None:
         event = self.event_payload(inspection)
         self._publisher.publish_event(self.name, event)
         frame = inspection.frame
         if frame is None:
             return
-        height, width = frame.image.shape[:2]
         for index, defect in enumerate(inspection.verdict.defects[: self._crops.max_per_event]):
-            x1, y1, x2, y2 = crop_box(defect.box, width, height, self._crops.margin_px, self._crops.min_size_px)
-            ok, jpeg = cv2.imencode(".jpg", frame.image[y1:y2, x1:x2], [cv2.IMWRITE_JPEG_QUALITY, self._crops.jpeg_quality])
-            if not ok:
-                continue
-            meta = {
-                "schema": EVENT_SCHEMA, "event_id": inspection.event_id, "inspection_id": inspection.trigger.inspection_id,
-                "label": defect.label, "score": round(defect.score, 4), "crop": f"{x1},{y1},{x2},{y2}",
-            }
+            meta = {"inspection_id": inspection.trigger.inspection_id, "label": defect.label,
+                    "score": round(defect.score, 4)}
             if defect.classification is not None:
                 meta["severity"] = defect.classification[0]
-            self._publisher.publish_crop(self.name, inspection.event_id, index, jpeg.tobytes(), meta)
+            self._publish_crop(frame, inspection.event_id, index, defect.box, meta)
 
     def event_payload(self, inspection: Inspection) -> dict:
         verdict, trigger, frame = inspection.verdict, inspection.trigger, inspection.frame
@@ -366,14 +161,6 @@ class InspectionLine:
             "timings_ms": {k: round(v, 2) for k, v in inspection.timings_ms.items()},
         }
 
-    @staticmethod
-    def _frame_payload(frame: Frame) -> dict:
-        payload = {"camera": frame.camera, "seq": frame.seq, "width": frame.image.shape[1], "height": frame.image.shape[0]}
-        if frame.burst is not None:
-            payload["burst"] = {"requested": frame.burst.requested, "chosen": frame.burst.chosen,
-                                "sharpness": list(frame.burst.sharpness)}
-        return payload
-
     def _defect_payload(self, index: int, defect) -> dict:
         payload = {"label": defect.label, "score": round(defect.score, 4), "box": [round(v, 1) for v in defect.box],
                    "crop": index if index < self._crops.max_per_event else None}
@@ -381,122 +168,8 @@ class InspectionLine:
             payload["severity"], payload["severity_score"] = defect.classification[0], round(defect.classification[1], 4)
         return payload
 
-    # -- model swap (agent.sync) -------------------------------------------------------
-    def swap_models(self, detector, cascade, model_name: str, timeout_s: float = 5.0) -> bool:
-        """Use these (already compiled and warmed) models from the next inspection on: no trigger is
-        lost or held back, the one in progress finishes on the old ones. True once applied."""
-        swap = _Swap(detector, cascade, model_name, threading.Event())
-        self._pending_swap = swap
-        if not any(t.is_alive() for t in self._threads):
-            self._apply_swap()
-            return True
-        try:
-            self._inspect_q.put_nowait(_SWAP_WAKE)
-        except queue.Full:
-            pass  # busy: the next item applies it
-        return swap.done.wait(timeout_s)
-
-    def _apply_swap(self) -> None:
-        swap, self._pending_swap = self._pending_swap, None
-        if swap is None:
-            return
-        self._detector, self._cascade, self._model_name = swap.detector, swap.cascade, swap.model_name
-        self.infer_ms.clear()
-        log.info("line %s: now inspecting with %s", self.name, swap.model_name)
-        swap.done.set()
-
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def frame_sizes(self) -> set[tuple[int, int]]:
-        """The camera's resolution once a frame was seen, for warming a new model."""
-        return {self.last_frame_hw} if self.last_frame_hw is not None else set()
-
-    def load_figures(self) -> dict:
-        """What the sync trial watches (agent.sync.job.trial_problem)."""
-        recent = list(self.infer_ms)
-        return {"inference_errors": self.counters["inference_errors"], "triggers_dropped": self.counters["triggers_dropped"],
-                "inspect_backlog": self._inspect_q.qsize(),
-                "infer_ms_p50": statistics.median(recent) if len(recent) >= 10 else None}
-
-    # -- readiness and liveness (read by agent.runtime.watchdog) ----------------------
-    def request_warm_up(self) -> bool:
-        """Queue one frame through capture and detect with no part behind it (no result, no event).
-
-        It compiles the detector for the camera's resolution, so the first part is not slowed by
-        it, and sets `first_frame_at`. False if the line is not taking work or is full.
-        """
-        if not self._accepting:
-            return False
-        try:
-            self._capture_q.put_nowait(_WARM_UP)
-        except queue.Full:
-            return False
-        return True
-
-    def _warm_up(self, frame: Frame | None) -> None:
-        if frame is None:
-            self.warm_up_error = f"no frame ({getattr(self._camera, 'last_error', None) or 'camera failed'})"
-            return
-        try:
-            self._detector.detect(frame.image, self.rule.lowest_threshold)
-        except (BadFrame, RuntimeError) as exc:
-            self.warm_up_error = f"the detector failed on the first frame: {exc}"
-            log.error("line %s: %s", self.name, self.warm_up_error)
-            return
-        self.warm_up_error = None
-        if self.first_frame_at is None:
-            self.first_frame_at = time.monotonic()
-
-    def stage_activity(self) -> dict[str, dict]:
-        """Per stage: whether its thread is alive, and for how long it has held its current item
-        (`busy_s`, None while it waits for work). A stage busy for long is stuck."""
-        now = time.monotonic()
-        threads = dict(zip(STAGES, self._threads))
-        activity = {}
-        for stage in STAGES:
-            since = self._busy_since[stage]
-            thread = threads.get(stage)
-            activity[stage] = {"alive": thread is not None and thread.is_alive(),
-                               "busy_s": None if since is None else now - since}
-        return activity
-
-    def _in_flight(self) -> int:
-        """Triggers taken but not yet answered."""
-        c = self.counters
-        return c["triggers"] - c["triggers_dropped"] - c["inspections"]
-
-    def pipeline_problem(self) -> str | None:
-        """None while the line is healthy enough to keep the PLC heartbeat going; else why not.
-
-        Healthy: every stage thread alive and none stuck on one item for stall_s; the camera
-        online; the detector ran on its warm-up frame; and either idle (nothing waiting:
-        idle-but-alive counts as healthy) or the last result came within stall_s.
-        """
-        now = time.monotonic()
-        for stage, activity in self.stage_activity().items():
-            if not activity["alive"]:
-                return f"{stage} stage not running"
-            if activity["busy_s"] is not None and activity["busy_s"] > self._stall_s:
-                return f"{stage} stage stuck for {activity['busy_s']:.1f} s"
-        if self.warm_up_error is not None:
-            return f"model: {self.warm_up_error}"
-        stats = getattr(self._camera, "stats", None)
-        if stats is not None and stats().get("online") is False:
-            return "camera offline"
-        if self._in_flight() > 0 and now - self._last_progress > self._stall_s:
-            return f"no result for {now - self._last_progress:.1f} s with {self._in_flight()} parts waiting"
-        return None
-
     def health(self) -> dict:
         return {
-            **self.counters,
+            **super().health(),
             **({"reject_timing": self._reject_timer.stats()} if self._reject_timer is not None else {}),
-            "queues": {"capture": self._capture_q.qsize(), "inspect": self._inspect_q.qsize(), "deliver": self._deliver_q.qsize()},
-            "running": bool(self._threads) and all(t.is_alive() for t in self._threads),
-            "paused": self.paused,
-            "triggers_while_paused": self.triggers_while_paused,
-            "model": self._model_name,
         }

@@ -38,7 +38,7 @@ from ..ingest.motion import MotionDetector, MotionSettings
 from ..postprocess.analytics import CameraAnalytics
 from ..postprocess.inspection_rule import DefectRule
 from ..postprocess.zones import Alert
-from .inspection import CropSettings, EVENT_SCHEMA
+from .triggered import EVENT_SCHEMA, CropSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,259 @@
+"""The checkout decision: what lies on the scale platter -> a basket to charge, or an attendant.
+
+    product boxes, each classified (label, probability)
+      -> identity per box: the classifier's label if its probability is at least min_probability,
+         then the product database entry for that label (none: unknown)
+      -> what is new: the boxes minus the products of the last charged basket, if the scale says
+         that basket is still on the platter (the weight before this change is the one it left)
+      -> quantities per sku; price per item, or by weight (the measured weight change)
+      -> weight check: the measured change against the new items' nominal weights
+      -> outcome: `ok` (charge it), or one that sends the basket to an attendant
+
+Never a wrong price charged silently: anything the line cannot be sure of is not `ok`.
+Outcomes, checked in this order:
+
+    no_read           no frame, the detector failed, or the weight rose and no new product was seen
+    unknown_item      a box whose identity is under min_probability, or has no catalog entry
+    weigh_separately  produce sold by weight lies among other new items: its weight is unknown
+    no_weight         no weight change with the trigger (e.g. the `trigger` command): nothing to check
+    weight_mismatch   the measured change is outside the tolerance of the nominal weights
+    ok                charged: every item, its price, and the total
+
+Pure: the catalog lookup is the only thing it calls.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_UP, Decimal
+from enum import Enum
+from typing import Protocol
+
+from ..events import Detection
+
+
+class Outcome(str, Enum):
+    OK = "ok"
+    NO_READ = "no_read"
+    UNKNOWN_ITEM = "unknown_item"
+    WEIGH_SEPARATELY = "weigh_separately"
+    NO_WEIGHT = "no_weight"
+    WEIGHT_MISMATCH = "weight_mismatch"
+
+    @property
+    def charges(self) -> bool:
+        return self is Outcome.OK
+
+
+OUTCOMES = tuple(o.value for o in Outcome)
+
+
+class ProductLookup(Protocol):
+    """agent.catalog.Catalog: by the classifier's label."""
+
+    def by_label(self, label: str): ...
+
+
+@dataclass(frozen=True)
+class WeightCheck:
+    """|measured change - nominal| may be at most tolerance_g + tolerance_rel x the nominal weight
+    of items sold per item + by_weight_tolerance_rel x the nominal weight of produce (loose
+    produce varies far more than a packaged good)."""
+
+    tolerance_g: float = 10.0
+    tolerance_rel: float = 0.03
+    by_weight_tolerance_rel: float = 0.35
+
+    def tolerance(self, per_item_g: float, by_weight_g: float) -> float:
+        return self.tolerance_g + self.tolerance_rel * per_item_g + self.by_weight_tolerance_rel * by_weight_g
+
+
+@dataclass(frozen=True)
+class CheckoutRules:
+    min_probability: float = 0.85  # the classifier's top probability under this: unknown item
+    weight: WeightCheck = WeightCheck()
+
+
+@dataclass(frozen=True)
+class Platter:
+    """What the last charged basket left on the platter, and the weight the scale settled at."""
+
+    skus: tuple[str, ...]
+    weight_g: float
+
+
+@dataclass(frozen=True)
+class Item:
+    """One product box: its identity (None: unknown) and whether an earlier basket charged it."""
+
+    detection: Detection
+    label: str | None  # the classifier's top label
+    probability: float | None
+    sku: str | None  # the catalog's, None when the box is unknown
+    name: str | None
+    carried: bool = False  # on the platter from the last charged basket: not charged again
+    why_unknown: str | None = None
+
+
+@dataclass(frozen=True)
+class BasketLine:
+    sku: str
+    name: str
+    quantity: int  # boxes seen; for produce, the pieces
+    priced_by_weight: bool
+    unit_price_cents: int  # per item, or per kg when priced by weight
+    weight_g: float | None  # the weight charged, for produce
+    line_total_cents: int | None  # None: not computable (produce among other items)
+
+
+@dataclass(frozen=True)
+class WeightResult:
+    measured_change_g: float | None
+    expected_g: float | None  # the nominal weights of the new items
+    tolerance_g: float | None
+    within: bool | None  # None: not checked
+
+
+@dataclass(frozen=True)
+class Basket:
+    outcome: Outcome
+    reason: str
+    items: tuple[Item, ...]
+    lines: tuple[BasketLine, ...]
+    total_cents: int | None  # only when the outcome charges
+    currency: str | None
+    weight: WeightResult
+    carried: int  # items on the platter from the last charged basket
+
+    @property
+    def charges(self) -> bool:
+        return self.outcome.charges
+
+    def platter_after(self, weight_g: float | None) -> Platter | None:
+        """What lies on the platter after a charged basket (None when nothing can be relied on)."""
+        if not self.charges or weight_g is None:
+            return None
+        return Platter(tuple(sorted(i.sku for i in self.items)), weight_g)
+
+
+def price_by_weight(price_per_kg_cents: int, weight_g: float) -> int:
+    """Cents for weight_g at a price per kg: the weight to the scale's 0.1 g, rounded half up."""
+    grams = Decimal(f"{weight_g:.1f}")
+    return int((Decimal(price_per_kg_cents) * grams / 1000).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def no_read(reason: str, weight_change_g: float | None = None) -> Basket:
+    return Basket(Outcome.NO_READ, reason, (), (), None, None, WeightResult(weight_change_g, None, None, None), 0)
+
+
+def decide(detections: list[Detection], catalog: ProductLookup | None, rules: CheckoutRules,
+           weight_g: float | None = None, weight_change_g: float | None = None,
+           on_platter: Platter | None = None) -> Basket:
+    """The basket for the boxes seen (each with .classification), the settled weight and its change."""
+    items, products = _identify(detections, catalog, rules)
+    carried = _carried(items, on_platter, weight_g, weight_change_g, rules.weight)
+    if carried:
+        left = Counter(carried)
+        marked = []
+        for item in items:
+            if item.sku is not None and left[item.sku] > 0:
+                left[item.sku] -= 1
+                item = replace(item, carried=True)
+            marked.append(item)
+        items = marked
+    new = [item for item in items if not item.carried]
+    measured = WeightResult(weight_change_g, None, None, None)
+    unknown = [item for item in new if item.sku is None]
+
+    def basket(outcome: Outcome, reason: str, lines=(), weight=measured) -> Basket:
+        currency = next(iter({products[i.sku].currency for i in new if i.sku is not None}), None)
+        return Basket(outcome, reason, tuple(items), tuple(lines), None, currency, weight, len(carried))
+
+    if not new:
+        what = "no product was seen" if not items else "no product was seen besides the basket already charged"
+        change = f"the weight rose by {weight_change_g:.0f} g but " if weight_change_g is not None else ""
+        return basket(Outcome.NO_READ, change + what)
+    if unknown:
+        return basket(Outcome.UNKNOWN_ITEM, "; ".join(f"item {items.index(i) + 1}: {i.why_unknown}" for i in unknown))
+    currencies = {products[i.sku].currency for i in new}
+    if len(currencies) > 1:
+        return basket(Outcome.UNKNOWN_ITEM, f"products priced in more than one currency ({', '.join(sorted(currencies))})")
+    counts = Counter(i.sku for i in new)
+    by_weight = [sku for sku in counts if products[sku].priced_by_weight]
+    if by_weight and len(counts) > 1:
+        names = ", ".join(products[sku].name for sku in by_weight)
+        return basket(Outcome.WEIGH_SEPARATELY, f"{names} is sold by weight: weigh it alone, not with other items",
+                      _lines(counts, products, None))
+    lines = _lines(counts, products, weight_change_g)
+    if weight_change_g is None:
+        return basket(Outcome.NO_WEIGHT, "no weight change came with the trigger: nothing to check the items against",
+                      lines)
+    missing = [products[sku].name for sku in counts if products[sku].weight_g is None and not products[sku].priced_by_weight]
+    if missing:
+        return basket(Outcome.WEIGHT_MISMATCH, f"no nominal weight for {', '.join(missing)} in the product database: "
+                                               "cannot check the weight", lines)
+    per_item = sum(products[sku].weight_g * n for sku, n in counts.items() if not products[sku].priced_by_weight)
+    produce = sum((products[sku].weight_g or 0.0) * n for sku, n in counts.items() if products[sku].priced_by_weight)
+    expected = per_item + produce
+    tolerance = rules.weight.tolerance(per_item, produce)
+    checkable = per_item > 0 or produce > 0
+    within = abs(weight_change_g - expected) <= tolerance if checkable else True
+    weight = WeightResult(weight_change_g, round(expected, 1), round(tolerance, 1), within if checkable else None)
+    if not within:
+        return basket(Outcome.WEIGHT_MISMATCH, f"measured {weight_change_g:.0f} g, the items weigh {expected:.0f} g "
+                                               f"(± {tolerance:.0f} g)", lines, weight)
+    total = sum(line.line_total_cents for line in lines)
+    summary = ", ".join(f"{line.quantity} x {line.name}" if not line.priced_by_weight else
+                        f"{line.name} {line.weight_g:.0f} g" for line in lines)
+    return Basket(Outcome.OK, summary, tuple(items), tuple(lines), total, currencies.pop(), weight, len(carried))
+
+
+def _identify(detections: list[Detection], catalog: ProductLookup | None,
+              rules: CheckoutRules) -> tuple[list[Item], dict]:
+    items, products = [], {}
+    for d in detections:
+        label, probability = d.classification if d.classification is not None else (None, None)
+        product, why = None, None
+        if label is None:
+            why = "not classified"
+        elif probability < rules.min_probability:
+            why = f"{label} at probability {probability:.2f}, under {rules.min_probability:.2f}"
+        elif catalog is None:
+            why = f"{label}: no product database"
+        else:
+            product = catalog.by_label(label)
+            if product is None:
+                why = f"{label} is not in the product database"
+        if product is not None:
+            products[product.sku] = product
+        items.append(Item(d, label, probability, product.sku if product else None, product.name if product else None,
+                          why_unknown=why))
+    return items, products
+
+
+def _carried(items: list[Item], on_platter: Platter | None, weight_g: float | None,
+             weight_change_g: float | None, check: WeightCheck) -> tuple[str, ...]:
+    """The skus of the last charged basket if it is still on the platter and seen again, else ()."""
+    if on_platter is None or weight_g is None or weight_change_g is None:
+        return ()
+    if abs((weight_g - weight_change_g) - on_platter.weight_g) > check.tolerance_g:
+        return ()  # the scale settled lower in between: that basket was taken off
+    seen = Counter(i.sku for i in items if i.sku is not None)
+    if Counter(on_platter.skus) - seen:
+        return ()  # not all of it is seen again: count everything, and let the weight check judge
+    return on_platter.skus
+
+
+def _lines(counts: Counter, products: dict, weight_change_g: float | None) -> list[BasketLine]:
+    lines = []
+    for sku, quantity in counts.items():
+        p = products[sku]
+        if p.priced_by_weight:
+            alone = len(counts) == 1 and weight_change_g is not None
+            weight = round(weight_change_g, 1) if alone else None
+            total = price_by_weight(p.price_cents, weight_change_g) if alone else None
+        else:
+            weight, total = None, p.price_cents * quantity
+        lines.append(BasketLine(sku, p.name, quantity, p.priced_by_weight, p.price_cents, weight, total))
+    return lines
