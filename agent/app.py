@@ -189,7 +189,7 @@ class App:
         return CheckoutLine(
             name, self.config.device.id, self.cameras[line_config.camera], detector, cascade,
             DefectRule(line_config.default_threshold, dict(line_config.thresholds)),
-            CheckoutRules(min_probability=line_config.min_probability,
+            CheckoutRules(min_probability=line_config.min_probability, max_box_overlap=line_config.max_box_overlap,
                           weight=WeightCheck(weight.tolerance_g, weight.tolerance_rel, weight.by_weight_tolerance_rel)),
             self.catalog, self._line_publisher(name, line_config),
             crops=CropSettings(**line_config.crops.model_dump()), queue_size=line_config.queue_size,
@@ -365,7 +365,8 @@ class App:
             )
             watched = self.cameras[trigger.camera] if trigger.camera else camera
             return MotionTrigger(watched, MotionDetector(settings), on_fire, cooldown_s=trigger.cooldown_ms / 1000,
-                                 max_fps=trigger.max_fps, quiet_frames=trigger.quiet_frames, name=line_name)
+                                 max_fps=trigger.max_fps, quiet_frames=trigger.quiet_frames, name=line_name,
+                                 repeat_s=trigger.repeat_ms / 1000 if trigger.repeat_ms else None)
         if trigger.type == "scale":
             port = SerialPort(trigger.port, trigger.baudrate, trigger.bytesize, trigger.parity, trigger.stopbits)
             return ScaleTrigger(

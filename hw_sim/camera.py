@@ -31,6 +31,7 @@ class SimCamera:
         self.stream_fps = stream_fps
         self._jpeg = b""
         self._loop: list[bytes] = []  # what the stream cycles through (sensor noise), else _jpeg
+        self._script: list[bytes] = []  # stream frames to play once, first (see play)
         self._stopped = threading.Event()
         self.stream_frames = 0
         self._sequence: list[bytes] = []
@@ -57,7 +58,15 @@ class SimCamera:
         with self._lock:
             self._jpeg = jpegs[0]
             self._loop = jpegs
+            self._script = []
             self._sequence = []
+
+    def play(self, frames: list[bytes], then: bytes | list[bytes]) -> None:
+        """The stream shows each of frames once, one per frame period (a hand putting products
+        down), then what show(then) shows; snapshots show `then` from now on."""
+        self.show(then)
+        with self._lock:
+            self._script = list(frames)
 
     def show_sequence(self, jpegs: list[bytes]) -> None:
         """A scene that changes from one snapshot to the next (a part settling, a lamp warming):
@@ -85,8 +94,10 @@ class SimCamera:
 
     def _stream_frame(self, index: int) -> bytes:
         with self._lock:
-            loop = self._loop or [self._jpeg]
             self.stream_frames += 1
+            if self._script:
+                return self._script.pop(0)
+            loop = self._loop or [self._jpeg]
             return loop[index % len(loop)]
 
     def _serve_stream(self, handler: BaseHTTPRequestHandler) -> None:

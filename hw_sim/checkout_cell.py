@@ -7,8 +7,9 @@ webhook, the product database built from hw_sim.products, and the agent as a chi
 
 One basket, as a shopper does it:
 
-    the empty platter (under the basket's light) -> the products land: the camera shows them and
-    the scale reads the new weight as moving for settle_s, then stable -> the agent's all_of(motion,
+    the empty platter (under the basket's light) -> a hand reaches in and puts the products down
+    (four or five frames) -> the camera shows them and the scale reads the new weight as moving for
+    settle_s, then stable -> the agent's all_of(motion,
     scale) fires -> basket event (MQTT) + POS call -> the products are taken off (the weight goes
     back down: no trigger) -> a pause for the scale to settle empty -> the next basket
 
@@ -73,6 +74,8 @@ class Basket:
     weights_g: tuple[float, ...]  # each product's real weight
     jpeg: bytes  # the platter with the products
     empty: tuple[bytes, ...]  # the empty platter under the same light, a few noise variants
+    placing: tuple[bytes, ...]  # the hand reaching in, then putting the products down
+    truth_boxes: tuple[tuple[int, int, int, int], ...] = ()  # per product, as skus
 
     @property
     def weight_g(self) -> float:
@@ -89,21 +92,34 @@ class Basket:
         return "ok", counts, sum(by_sku(sku).price_cents * n for sku, n in counts.items())
 
 
-def make_baskets(count: int, seed: int = HELD_OUT_SEED) -> list[Basket]:
-    """count baskets of renderer seed `seed`, with their products' real weights."""
+def make_baskets(count: int, seed: int = HELD_OUT_SEED, hands: bool = True, lifted: bool = True) -> list[Basket]:
+    """count baskets of renderer seed `seed`, with their products' real weights; hands: with the
+    frames of the hand putting them down (the same scenes and weights either way). The renderer
+    draws a hand over the products in 15% of its scenes: lifted (the default) shows such a scene
+    the moment after the hand let go as the basket's settled frame, and the hand's frame among the
+    placing ones; lifted=False keeps the hand in the settled frame."""
     renderer = CheckoutRenderer(seed=seed)
     rng = np.random.default_rng(seed + 1)
     baskets = []
     for index in range(count):
-        scene = renderer.render()
-        empty = tuple(encode_jpeg(renderer.render_empty(), 90) for _ in range(3))
+        drawn = renderer.render()
+        scene = drawn.lifted if lifted and drawn.lifted is not None else drawn
+        empties = [renderer.render_empty() for _ in range(3)]
+        empty = tuple(encode_jpeg(image, 90) for image in empties)
+        box = scene.items[0].box
+        target = ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        hand = seed * 1000 + index  # the hand's own random stream: the scenes stay the renderer's
+        placing = (*(encode_jpeg(renderer.with_hand(empties[0], target, hand, reach), 90) for reach in (0.5, 0.8)),
+                   *(encode_jpeg(renderer.with_hand(scene.image, target, hand, reach), 90) for reach in (1.0, 0.7)),
+                   *((encode_jpeg(drawn.image, 90),) if scene is not drawn else ())) if hands else ()
         skus = tuple(item.sku for item in scene.items)
         weights = []
         for sku in skus:
             product = by_sku(sku)
             spread = rng.uniform(0.8, 1.2) if product.priced_by_weight else float(np.clip(rng.normal(1, 0.007), 0.98, 1.02))
             weights.append(product.weight_g * spread)
-        baskets.append(Basket(index + 1, skus, tuple(weights), encode_jpeg(scene.image, 90), empty))
+        baskets.append(Basket(index + 1, skus, tuple(weights), encode_jpeg(scene.image, 90), empty, placing,
+                              tuple(item.box for item in scene.items)))
     return baskets
 
 
@@ -216,7 +232,7 @@ def agent_config(workdir: Path, broker: MosquittoBroker, camera: SimCamera, scal
         "lines": {LINE: {
             "type": "checkout", "camera": "platter", "model": "products-detector", "classifier": "products",
             "trigger": {"type": "all_of", "window_ms": settings.window_ms, "members": [
-                {"type": "motion", "min_area": 0.005, "cooldown_ms": 500},
+                {"type": "motion", "min_area": 0.005, "cooldown_ms": 500, "repeat_ms": 500},
                 {"type": "scale", "port": str(scale.link), "protocol": settings.protocol, "threshold_g": 5,
                  "poll_interval_ms": settings.poll_interval_ms, "reply_timeout_ms": 300}]},
             "webhooks": [{"name": "pos", "url": pos.url, "timeout_ms": 1000, "backoff_ms": 100, "backoff_max_ms": 2000}],
@@ -236,12 +252,14 @@ class CheckoutCell:
 
     def __enter__(self) -> CheckoutCell:
         try:
-            self.broker = self._start(MosquittoBroker(workdir=self.workdir / "broker"))
+            # Persistent, as a production broker: the recorder misses nothing while the broker is away.
+            self.broker = self._start(MosquittoBroker(workdir=self.workdir / "broker", persistent=True))
             self.camera = self._start(SimCamera(stream_fps=self.settings.stream_fps))
             self.scale = self._start(SimScale(self.workdir / "scale", protocol=self.settings.protocol,
                                               settle_s=self.settings.settle_s))
             self.pos = self._start(SimPos())
-            self.recorder = self._start(MqttRecorder(self.broker.host, self.broker.port, f"edge/{DEVICE_ID}/#"))
+            self.recorder = self._start(MqttRecorder(self.broker.host, self.broker.port, f"edge/{DEVICE_ID}/#",
+                                                     persistent_session=True))
             write_catalog(self.workdir / "catalog.db")
             self.config_path = self.workdir / "agent.yaml"
             self.config_path.write_text(yaml.safe_dump(
@@ -276,12 +294,17 @@ class CheckoutCell:
             self._tmp = None
 
     # -- the agent's side ------------------------------------------------------------------
-    def status(self, timeout_s: float = 5.0) -> dict | None:
-        """The agent's `status` command reply data (None: no reply)."""
+    def command(self, name: str, args: dict | None = None, timeout_s: float = 5.0) -> dict | None:
+        """One command to the agent through the broker; its reply (None: no reply in time)."""
         with MqttRequester(self.broker.host, self.broker.port, reply_topic=f"edge/{DEVICE_ID}/replies/cell") as req:
-            raw = req.request(f"edge/{DEVICE_ID}/cmd/status", json.dumps(build_request(DEVICE_ID, "status", {})).encode(),
+            raw = req.request(f"edge/{DEVICE_ID}/cmd/{name}", json.dumps(build_request(DEVICE_ID, name, args or {})).encode(),
                               timeout_s=timeout_s)
-        return None if raw is None else json.loads(raw)["data"]
+        return None if raw is None else json.loads(raw)
+
+    def status(self, timeout_s: float = 5.0) -> dict | None:
+        """The agent's `status` reply data (None: no reply)."""
+        reply = self.command("status", timeout_s=timeout_s)
+        return None if reply is None else reply["data"]
 
     def wait_ready(self, timeout_s: float = 90.0) -> dict:
         """Until the line has warmed up, the camera is online and the scale has its empty reference."""
@@ -305,7 +328,7 @@ class CheckoutCell:
     # -- baskets ---------------------------------------------------------------------------
     def put_down(self, basket: Basket) -> float:
         """The products land on the platter; returns when the scale starts reading them as stable."""
-        self.camera.show(basket.jpeg)
+        self.camera.play(list(basket.placing), basket.jpeg)
         self.scale.place(basket.weight_g)
         return time.monotonic() + self.settings.settle_s
 
@@ -313,39 +336,47 @@ class CheckoutCell:
         self.camera.show(list(next_empty))
         self.scale.place(0.0)
 
-    def run(self, baskets: list[Basket], progress=None) -> Scorecard:
+    def run(self, baskets: list[Basket], progress=None, wait_for: str = "pos") -> Scorecard:
+        """Each basket put down, its result awaited (wait_for "pos": the POS call; "mqtt": the event,
+        for a run with the POS down), then taken off. Scored against the ground truth."""
         card = Scorecard()
         self.camera.show(list(baskets[0].empty))
         time.sleep(self.settings.gap_s)
         for i, basket in enumerate(baskets):
-            seen_keys = {r.key for r in self.pos.requests()}
+            seen = self._arrived(wait_for)
             placed_wall = time.time()
             settled = self.put_down(basket)
-            request = self._wait_for_pos(seen_keys, placed_wall, self.settings.result_timeout_s)
+            event, t_mono = self._wait_for_result(wait_for, seen, placed_wall, self.settings.result_timeout_s)
             self.take_off(baskets[i + 1].empty if i + 1 < len(baskets) else basket.empty)
-            card.results.append(self._result(basket, request, settled))
+            card.results.append(self._result(basket, event, t_mono if wait_for == "pos" else None, settled))
             if progress is not None:
                 progress(i + 1, len(baskets))
             time.sleep(self.settings.gap_s + self.settings.settle_s)
-        self._wait_for_mqtt(card)
+        self._wait_for_mqtt(card, 10.0 if self.broker.running else 0.0)
         return card
 
-    def _wait_for_pos(self, seen_keys: set, placed_wall: float, timeout_s: float):
+    def _arrived(self, where: str) -> list[tuple[dict, float]]:
+        """(event, arrival time) of every basket event the POS (or the MQTT subscriber) has seen."""
+        if where == "pos":
+            return [(r.json(), r.t_mono) for r in self.pos.requests()]
+        return [(m.json(), m.t_mono) for m in self.recorder.messages(f"edge/{DEVICE_ID}/events/{LINE}")]
+
+    def _wait_for_result(self, where: str, seen: list, placed_wall: float, timeout_s: float):
+        known = {event["event_id"] for event, _ in seen}
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for request in self.pos.requests():
-                if request.key not in seen_keys and request.json()["ts"] >= placed_wall - 0.05:
-                    return request
+            for event, t_mono in self._arrived(where):
+                if event["event_id"] not in known and event["ts"] >= placed_wall - 0.05:
+                    return event, t_mono
             time.sleep(0.005)
-        return None
+        return None, None
 
-    def _result(self, basket: Basket, request, settled: float) -> BasketResult:
-        if request is None:
+    def _result(self, basket: Basket, event: dict | None, pos_mono: float | None, settled: float) -> BasketResult:
+        if event is None:
             return BasketResult(basket, None, 0, settled, None)
-        event = request.json()
         # The trigger's wall time on this machine's monotonic clock (the agent's is the same clock).
         event["_trigger_mono"] = event["ts"] - time.time() + time.monotonic()
-        return BasketResult(basket, event, len(self.pos.attempts(request.key)), settled, request.t_mono)
+        return BasketResult(basket, event, len(self.pos.attempts(event["event_id"])), settled, pos_mono)
 
     def _wait_for_mqtt(self, card: Scorecard, timeout_s: float = 10.0) -> None:
         wanted = {r.event["event_id"] for r in card.results if r.event is not None}

@@ -71,6 +71,9 @@ class PlacedProduct:
 class CheckoutScene:
     image: np.ndarray  # HxWx3 uint8 BGR
     items: tuple[PlacedProduct, ...]
+    # When a hand is in the frame: the same scene the moment after the hand was lifted (same light,
+    # defocus and sensor noise; boxes without the hand's occlusion). None: no hand in the frame.
+    lifted: CheckoutScene | None = None
 
 
 @dataclass(frozen=True)
@@ -141,21 +144,64 @@ class CheckoutRenderer:
             self._cast_shadow(canvas, item.alpha, item.ox, item.oy, item.height_px, contact=True)
             _composite(canvas, item.premul, item.alpha, item.ox, item.oy)
         cover = np.zeros((self.height, self.width), np.float32)
+        lifted = None
         if items and rng.random() < _HAND_RATE:
             hand = self._hand(items)
             if hand is not None:
+                lifted = canvas.copy()
                 premul, alpha, ox, oy = hand
                 self._cast_shadow(canvas, alpha, ox, oy, 110.0 * self._scale, contact=False)
                 _composite(canvas, premul, alpha, ox, oy)
                 _paste_max(cover, alpha, ox, oy)
         boxes = _visible_boxes(items, cover)
+        clear = None
+        if lifted is not None:  # the camera stage's own draws replayed, so the sequence stays the seed's
+            state = rng.bit_generator.state
+            clear_image = self._camera(lifted)
+            rng.bit_generator.state = state
+            clear = CheckoutScene(clear_image, tuple(PlacedProduct(it.product.sku, b) for it, b in
+                                                     zip(items, _visible_boxes(items, np.zeros_like(cover)))))
         image = self._camera(canvas)
         placed = tuple(PlacedProduct(sku=it.product.sku, box=b) for it, b in zip(items, boxes))
-        return CheckoutScene(image=image, items=placed)
+        return CheckoutScene(image=image, items=placed, lifted=clear)
 
     def render_empty(self) -> np.ndarray:
         """The empty platter under the light of the latest ``render`` (fresh sensor noise)."""
         return self._camera(self._background.copy())
+
+    def with_hand(self, image: np.ndarray, target: tuple[float, float], seed: int, reach: float = 1.0) -> np.ndarray:
+        """A copy of a frame with a shopper's hand and forearm over it, reaching from the bottom or a
+        side edge towards ``target`` (frame pixels), ``reach`` of the way (1: fingertips there).
+
+        For the moments around a frame: the hand putting products down or taking them off. Its own
+        random stream (``seed``): it never changes what ``render`` draws next.
+        """
+        rng = np.random.default_rng(seed)
+        sc = self._scale
+        tx, ty = float(target[0]), float(target[1])
+        edge = int(rng.choice(3, p=(0.5, 0.25, 0.25)))  # bottom, left, right
+        if edge == 0:
+            entry = np.array([tx + rng.uniform(-0.3, 0.3) * self.width, self.height + 20 * sc])
+        elif edge == 1:
+            entry = np.array([-20 * sc, ty + rng.uniform(-0.3, 0.3) * self.height])
+        else:
+            entry = np.array([self.width + 20 * sc, ty + rng.uniform(-0.3, 0.3) * self.height])
+        direction = np.array([tx, ty]) - entry
+        dist = float(np.linalg.norm(direction))
+        direction /= max(dist, 1e-6)
+        geom = _HandGeometry(rng, sc)
+        premul, alpha, ox, oy = geom.render(entry, direction, dist * float(np.clip(reach, 0.2, 1.0)), self.width,
+                                            self.height, self._tex, np.array(self._light.direction))
+        canvas = image.astype(np.float32)
+        # The hand is lit by the frame's light: its paint is in scene units like the products'.
+        light = self._light.scale
+        fs, ls = _clip_slices(ox, oy, alpha.shape[1], alpha.shape[0], self.width, self.height)
+        if fs is not None:
+            roi = canvas[fs]
+            a = alpha[ls][:, :, None]
+            roi *= 1.0 - a
+            roi += premul[ls] * light[fs] + a * self._light.offset[fs]
+        return np.clip(canvas, 0, 255).astype(np.uint8)
 
     # -------------------------------------------------------------- background
 

@@ -45,7 +45,12 @@ def test_example_config_is_valid():
     ],
 )
 def test_errors_name_file_line_and_field(tmp_path, old, new, needle, expected):
-    text = EXAMPLE.read_text()
+    assert_error_at(tmp_path, EXAMPLE, old, new, needle, expected)
+
+
+def assert_error_at(tmp_path: Path, example: Path, old: str, new: str, needle: str, expected: str) -> None:
+    """example with old replaced by new fails to load, naming the file, the line with needle, and expected."""
+    text = example.read_text()
     assert old in text
     text = text.replace(old, new, 1)
     path = _write(tmp_path, text)

@@ -162,3 +162,25 @@ def test_cooldown_limits_fires_while_starts_keep_coming(scenes):
         trigger.close()
         assert len(fires) == expected, trigger.stats()
         assert trigger.stats()["cooldown_suppressed"] == 6 - expected
+
+
+def test_repeat_fires_again_while_motion_goes_on_without_a_still_frame(scenes):
+    """A different part in every frame for 1.2 s (a hand that keeps moving): one start, so one fire;
+    with repeat_s 0.4 it fires again every 0.4 s while the motion lasts, and not after it. (A fast
+    background, so the last part's ghost fades within a few frames.)"""
+    empty, parts = scenes
+    images = empty[:4] + [parts[i % len(parts)] for i in range(24)] + empty[4:24]
+    for repeat_s in (None, 0.4):
+        fires: list[float] = []
+        trigger = MotionTrigger(Feed(images, 0.05), MotionDetector(MotionSettings(background_alpha=0.5)), fires.append,
+                                cooldown_s=0.2, repeat_s=repeat_s)
+        time.sleep(2.8)
+        trigger.close()
+        stats = trigger.stats()
+        assert 24 <= stats["motion_frames"] <= 28, stats
+        if repeat_s is None:
+            assert len(fires) == 1 and stats["repeats"] == 0, stats
+        else:  # 0, 0.4-0.45, 0.8-0.9, maybe 1.2-1.35 s into 1.2-1.4 s of motion
+            assert 3 <= len(fires) <= 4 and stats["repeats"] == len(fires) - 1, stats
+            assert all(b - a >= repeat_s - 1e-6 for a, b in zip(fires, fires[1:]))
+            assert fires[-1] - fires[0] < 0.05 * stats["motion_frames"]

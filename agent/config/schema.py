@@ -262,6 +262,8 @@ class MotionTriggerConfig(Strict):
     background_alpha: float = Field(0.05, gt=0, le=1)
     cooldown_ms: float = Field(1000, ge=0, le=3_600_000)
     quiet_frames: int = Field(2, ge=1, le=1000)  # still frames before new motion counts as a new start
+    # While motion goes on without a still frame, fire again this often (None: once per start).
+    repeat_ms: float | None = Field(None, gt=0, le=3_600_000)
     max_fps: float | None = Field(None, gt=0, le=240)  # None: every frame the camera delivers
     mask: list[list[tuple[float, float]]] = []  # polygons [[x, y], ...] in frame pixels: ignored
 
@@ -542,9 +544,13 @@ class CheckoutLine(Strict):
     trigger: TriggerConfig
     model: str  # the product detector
     classifier: str  # product identity from each box: its labels are the catalog's `label`s
+    # The defaults are calibrated for the shipped checkout models (python -m hw_sim.checkout_eval,
+    # renderer seed 25000); calibrate again for other models.
     thresholds: Thresholds = {}  # per detector label; others use default_threshold
-    default_threshold: float = Field(0.5, gt=0, lt=1)
-    min_probability: float = Field(0.85, gt=0, le=1)  # the classifier's top probability under this: unknown item
+    default_threshold: float = Field(0.25, gt=0, lt=1)
+    min_probability: float = Field(0.5, gt=0, le=1)  # the classifier's top probability under this: unknown item
+    # Two boxes named the same product, one with this share of its area inside the other: one product.
+    max_box_overlap: float | None = Field(0.6, gt=0, le=1)
     weight: CheckoutWeightConfig = CheckoutWeightConfig()
     burst: BurstConfig | None = None
     webhooks: Annotated[list[CheckoutWebhookConfig], AfterValidator(_webhook_names_unique)] = []

@@ -157,23 +157,27 @@ class MotionTrigger:
     entering fires once, not on every frame it moves in (nor again as it leaves). t_mono is
     that frame's capture time, so the line's triggered capture gets that very frame. After a
     fire, new motion is ignored for `cooldown_s`; `max_fps` caps how many frames are examined
-    (None: every frame the camera delivers).
+    (None: every frame the camera delivers). `repeat_s`: while motion goes on without a still
+    frame, fire again every repeat_s (None: once per start). A combination that wants "motion
+    near the moment the weight settled" needs it: a hand that hovers, or the ghost of products
+    just taken off fading from the background, is motion that never starts anew.
     """
 
     def __init__(self, source: FrameSource, detector: MotionDetector, on_fire: Callable[[float], object],
                  cooldown_s: float = 1.0, max_fps: float | None = None, quiet_frames: int = 2,
-                 name: str = "motion"):
+                 name: str = "motion", repeat_s: float | None = None):
         self._source = source
         self._detector = detector
         self._on_fire = on_fire
         self._cooldown_s = cooldown_s
         self._min_interval = 1.0 / max_fps if max_fps else 0.0
         self._quiet_frames = max(1, quiet_frames)
+        self._repeat_s = repeat_s
         self._still = self._quiet_frames  # still frames in a row; the scene starts out quiet
         self._stop = threading.Event()
         self._last_fire = -1e9
         self._ms = 0.0
-        self.counters = dict.fromkeys(("frames", "motion_frames", "fires", "cooldown_suppressed"), 0)
+        self.counters = dict.fromkeys(("frames", "motion_frames", "fires", "repeats", "cooldown_suppressed"), 0)
         self._thread = threading.Thread(target=self._run, name=f"{name}-motion", daemon=True)
         self._thread.start()
 
@@ -206,13 +210,15 @@ class MotionTrigger:
             self.counters["motion_frames"] += 1
             starts = self._still >= self._quiet_frames
             self._still = 0
-            if not starts:
+            repeats = not starts and self._repeat_s is not None and frame.t_mono - self._last_fire >= self._repeat_s
+            if not starts and not repeats:
                 continue
             if frame.t_mono - self._last_fire < self._cooldown_s:
                 self.counters["cooldown_suppressed"] += 1
                 continue
             self._last_fire = frame.t_mono
             self.counters["fires"] += 1
+            self.counters["repeats"] += repeats
             self._on_fire(frame.t_mono)
 
     def stats(self) -> dict:

@@ -1,6 +1,8 @@
 """The checkout decision: what lies on the scale platter -> a basket to charge, or an attendant.
 
     product boxes, each classified (label, probability)
+      -> one box per product: of two boxes named the same product where one lies mostly inside
+         the other, the lower-scoring one is a second box on the same product, and is dropped
       -> identity per box: the classifier's label if its probability is at least min_probability,
          then the product database entry for that label (none: unknown)
       -> what is new: the boxes minus the products of the last charged basket, if the scale says
@@ -71,8 +73,12 @@ class WeightCheck:
 
 @dataclass(frozen=True)
 class CheckoutRules:
-    min_probability: float = 0.85  # the classifier's top probability under this: unknown item
+    min_probability: float = 0.5  # the classifier's top probability under this: unknown item
     weight: WeightCheck = WeightCheck()
+    # Two boxes named the same product, one with at least this share of its area inside the other,
+    # are one product (the lower score goes). Two real ones lying like that lose one: the weight
+    # check then sends the basket to an attendant, never a charge. None: keep every box.
+    max_box_overlap: float | None = 0.6
 
 
 @dataclass(frozen=True)
@@ -151,6 +157,7 @@ def decide(detections: list[Detection], catalog: ProductLookup | None, rules: Ch
            weight_g: float | None = None, weight_change_g: float | None = None,
            on_platter: Platter | None = None) -> Basket:
     """The basket for the boxes seen (each with .classification), the settled weight and its change."""
+    detections = one_box_per_product(detections, rules.max_box_overlap)
     items, products = _identify(detections, catalog, rules)
     carried = _carried(items, on_platter, weight_g, weight_change_g, rules.weight)
     if carried:
@@ -207,6 +214,28 @@ def decide(detections: list[Detection], catalog: ProductLookup | None, rules: Ch
     summary = ", ".join(f"{line.quantity} x {line.name}" if not line.priced_by_weight else
                         f"{line.name} {line.weight_g:.0f} g" for line in lines)
     return Basket(Outcome.OK, summary, tuple(items), tuple(lines), total, currencies.pop(), weight, len(carried))
+
+
+def one_box_per_product(detections: list[Detection], max_overlap: float | None) -> list[Detection]:
+    """The detections without the lower-scoring of two named the same (classification label) of
+    which one has max_overlap of its area inside the other; in the order given."""
+    if max_overlap is None or len(detections) < 2:
+        return list(detections)
+    kept: list[Detection] = []
+    for d in sorted(detections, key=lambda d: d.score, reverse=True):
+        label = d.classification[0] if d.classification else None
+        if all(label is None or label != (k.classification[0] if k.classification else None)
+               or max(_inside(d.box, k.box), _inside(k.box, d.box)) < max_overlap for k in kept):
+            kept.append(d)
+    return [d for d in detections if any(d is k for k in kept)]
+
+
+def _inside(box, other) -> float:
+    """The share of box's area that lies inside other."""
+    w = min(box[2], other[2]) - max(box[0], other[0])
+    h = min(box[3], other[3]) - max(box[1], other[1])
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return max(0.0, w) * max(0.0, h) / area if area > 0 else 1.0
 
 
 def _identify(detections: list[Detection], catalog: ProductLookup | None,
