@@ -190,6 +190,7 @@ class App:
             name, self.config.device.id, self.cameras[line_config.camera], detector, cascade,
             DefectRule(line_config.default_threshold, dict(line_config.thresholds)),
             CheckoutRules(min_probability=line_config.min_probability, max_box_overlap=line_config.max_box_overlap,
+                          unsure_from=line_config.unsure_from,
                           weight=WeightCheck(weight.tolerance_g, weight.tolerance_rel, weight.by_weight_tolerance_rel)),
             self.catalog, self._line_publisher(name, line_config),
             crops=CropSettings(**line_config.crops.model_dump()), queue_size=line_config.queue_size,

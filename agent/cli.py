@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     bench_cmd.add_argument("--images", type=Path, help="a folder of JPEG/PNG frames (default: synthetic 640x480)")
     bench_cmd.set_defaults(func=cmd_bench)
 
-    demo = sub.add_parser("demo", help="run the simulated inspection line end to end and print a scorecard",
+    demo = sub.add_parser("demo", help="run a simulated line (inspection, or --use-case checkout) end to end and print a scorecard",
                           add_help=False)
     demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="options of the demo (see: edge-agent demo --help)")
     demo.set_defaults(func=cmd_demo)

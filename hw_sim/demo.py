@@ -1,4 +1,8 @@
-"""`edge-agent demo`: the simulated inspection line end to end, with a scorecard."""
+"""`edge-agent demo`: a simulated line end to end, with a scorecard.
+
+    edge-agent demo [--parts 300] ...                          the inspection line (the default)
+    edge-agent demo --use-case checkout [--baskets 100] ...    the self-checkout: scale, camera, POS
+"""
 
 from __future__ import annotations
 
@@ -12,32 +16,40 @@ from .conveyor import BeltSettings
 from .harness import DEFAULT_MODEL, CellSettings, SimulatedCell, card_threshold
 
 
-def _progress(stream):
+def _progress(stream, what: str = "parts"):
     started = time.monotonic()
     interactive = stream.isatty()
 
     def report(done: int, total: int) -> None:
         if interactive:
             bar = "#" * (30 * done // total)
-            stream.write(f"\r  parts {done:>4}/{total}  [{bar:<30}]  {time.monotonic() - started:5.1f} s")
+            stream.write(f"\r  {what} {done:>4}/{total}  [{bar:<30}]  {time.monotonic() - started:5.1f} s")
             if done == total:
                 stream.write("\n")
         elif done % 50 == 0 or done == total:
-            stream.write(f"  parts {done}/{total}  {time.monotonic() - started:.1f} s\n")
+            stream.write(f"  {what} {done}/{total}  {time.monotonic() - started:.1f} s\n")
         stream.flush()
 
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="edge-agent demo", description=__doc__)
-    parser.add_argument("--parts", type=int, default=300, help="parts to run (default 300)")
+    parser = argparse.ArgumentParser(prog="edge-agent demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--use-case", choices=["inspection", "checkout"], default="inspection",
+                        help="inspection (default) or checkout")
+    parser.add_argument("--baskets", type=int, default=100, help="checkout: baskets to run (default 100)")
+    parser.add_argument("--protocol", choices=["mtsics", "toledo"], default="mtsics", help="checkout: the scale's")
+    parser.add_argument("--parts", type=int, default=300, help="inspection: parts to run (default 300)")
     parser.add_argument("--rate", type=float, default=400.0, help="parts per minute (default 400)")
-    parser.add_argument("--seed", type=int, default=4242, help="scene seed (default 4242)")
+    parser.add_argument("--seed", type=int, default=None, help="scene seed (default 4242; checkout 23000)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="defect score threshold (default: the model card's operating threshold)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="detector IR folder")
     args = parser.parse_args(argv)
+    if args.use_case == "checkout":
+        return _checkout(args)
+    args.seed = 4242 if args.seed is None else args.seed
     if args.parts < 1 or not 1 <= args.rate <= 2000:
         parser.error("--parts must be >= 1 and --rate between 1 and 2000 parts per minute")
 
@@ -53,6 +65,29 @@ def main(argv: list[str] | None = None) -> int:
             out.write("  rendering parts...\n")
             parts = cell.make_parts(args.parts)
             card = cell.run(parts, progress=_progress(out))
+    except BrokerUnavailable as exc:
+        print(f"edge-agent demo: {exc}", file=sys.stderr)
+        return 2
+    out.write("\nScorecard\n" + card.render() + "\n")
+    return 0
+
+
+def _checkout(args) -> int:
+    from .checkout_cell import HELD_OUT_SEED, CheckoutCell, CheckoutSettings, make_baskets
+
+    if args.baskets < 1:
+        print("edge-agent demo: --baskets must be >= 1", file=sys.stderr)
+        return 2
+    seed = HELD_OUT_SEED if args.seed is None else args.seed
+    out = sys.stdout
+    out.write(f"edge-agent demo: self-checkout, {args.baskets} baskets (renders of seed {seed}, which the models "
+              f"never saw)\n  rendering baskets...\n")
+    baskets = make_baskets(args.baskets, seed)
+    try:
+        with CheckoutCell(CheckoutSettings(seed=seed, protocol=args.protocol)) as cell:
+            out.write(f"  simulator up: mosquitto :{cell.broker.port}, scale {args.protocol} on {cell.scale.link}, "
+                      f"camera {cell.camera.stream_url}, POS {cell.pos.url}; edge-agent run is ready\n")
+            card = cell.run(baskets, progress=_progress(out, "baskets"))
     except BrokerUnavailable as exc:
         print(f"edge-agent demo: {exc}", file=sys.stderr)
         return 2

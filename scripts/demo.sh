@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The demo: sets up what it needs, then runs the simulated inspection line (edge-agent demo --help).
+# The demo: sets up what it needs, then runs the simulated inspection line, or with --use-case checkout
+# the self-checkout (edge-agent demo --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

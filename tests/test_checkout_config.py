@@ -19,7 +19,7 @@ EXAMPLE = REPO / "provisioning" / "checkout.example.yaml"
 def test_the_example_is_valid():
     config = load_config(EXAMPLE)
     line = config.lines["checkout"]
-    assert line.type == "checkout" and line.classifier == "products" and line.min_probability == 0.5
+    assert line.type == "checkout" and line.classifier == "products" and line.min_probability == 0.8
     assert [m.type for m in line.trigger.members] == ["motion", "scale"]
     assert line.webhooks[0].on == ["ok", "no_read", "unknown_item", "weigh_separately", "no_weight", "weight_mismatch"]
     assert config.plc is None and config.catalog.path == Path("/var/lib/edge-agent/catalog.db")
@@ -36,7 +36,7 @@ def test_a_relative_catalog_path_is_relative_to_the_config_file(tmp_path):
     ("          direction: increase", "          direction: any", "direction: any",
      "lines.checkout.trigger.members.1.direction: a checkout line charges what is put down"),
     ("        # on: [ok", "        on: [pass]\n        # on: [ok", "on: [pass]", "lines.checkout.webhooks.0.on.0: input should be 'ok'"),
-    ("    min_probability: 0.5 ", "    min_probability: 1.5 ", "min_probability", "lines.checkout.min_probability"),
+    ("    min_probability: 0.8 ", "    min_probability: 1.5 ", "min_probability", "lines.checkout.min_probability"),
     ("      tolerance_g: 10", "      tolerance_g: 10\n      tolerance_kg: 1", "tolerance_kg", "lines.checkout.weight.tolerance_kg: unknown key"),
 ])
 def test_checkout_mistakes_name_file_line_and_field(tmp_path, old, new, needle, expected):

@@ -101,8 +101,33 @@ def test_two_boxes_on_one_product_count_once_but_two_products_lying_close_count_
                    Detection(0, "product", 0.6, (322.0, 345.0, 477.0, 478.0), ("8711240012341", 0.96))]
     both = decide(tea_on_eggs, products, RULES, 437.0, 437.0)
     assert both.outcome is Outcome.OK and len(both.items) == 2 and both.total_cents == 289 + 249
-    kept_all = CheckoutRules(min_probability=0.85, max_box_overlap=None)
+    kept_all = CheckoutRules(min_probability=0.85, max_box_overlap=None, max_weight_fixes=0)
     assert decide([part, whole], products, kept_all, 131.0, 131.0).outcome is Outcome.WEIGHT_MISMATCH
+
+
+def test_the_weight_settles_one_unsure_box_or_one_second_box_but_never_guesses(products):
+    cola = Detection(0, "product", 0.9, (10.0, 10.0, 80.0, 80.0), (COLA, 0.99))
+    faint_yogurt = Detection(0, "product", 0.18, (200.0, 10.0, 270.0, 80.0), (YOGURT, 0.97))
+    faint_flakes = Detection(0, "product", 0.15, (300.0, 10.0, 500.0, 200.0), (CORN_FLAKES, 0.95))
+    # The yogurt scored under the threshold; the scale says it is there (350 + 160), the flakes are not.
+    basket = decide([cola], products, RULES, 511.0, 511.0, unsure=[faint_yogurt, faint_flakes])
+    assert basket.outcome is Outcome.OK and basket.added_by_weight == 1 and basket.total_cents == 129 + 59
+    assert "the weight confirmed 1 box(es) the detector was unsure of" in basket.reason
+    # Under unsure_from, or not surely named: never counted.
+    weaker = CheckoutRules(min_probability=0.85, unsure_from=0.2)
+    assert decide([cola], products, weaker, 511.0, 511.0, unsure=[faint_yogurt]).outcome is Outcome.WEIGHT_MISMATCH
+    unsure_name = Detection(0, "product", 0.18, faint_yogurt.box, (YOGURT, 0.6))
+    assert decide([cola], products, RULES, 511.0, 511.0, unsure=[unsure_name]).outcome is Outcome.WEIGHT_MISMATCH
+    # Two answers fit the weight (a yogurt, or a second yogurt-weight product): the attendant decides.
+    crisps = Detection(0, "product", 0.17, (300.0, 300.0, 400.0, 400.0), ("8720000123456", 0.97))  # 160 g too
+    assert decide([cola], products, RULES, 511.0, 511.0, unsure=[faint_yogurt, crisps]).outcome is Outcome.WEIGHT_MISMATCH
+    # Two cans seen side by side, one can's weight on the scale: one box was a second box on it.
+    split = [cola, Detection(0, "product", 0.5, (80.0, 10.0, 150.0, 80.0), (COLA, 0.9))]
+    halved = decide(split, products, RULES, 352.0, 352.0)
+    assert halved.outcome is Outcome.OK and halved.dropped_by_weight == 1 and halved.lines[0].quantity == 1
+    # A can and a yogurt seen, a can's weight on the scale: different products, nothing is dropped.
+    assert decide([cola, Detection(0, "product", 0.5, faint_yogurt.box, (YOGURT, 0.9))], products, RULES,
+                  352.0, 352.0).outcome is Outcome.WEIGHT_MISMATCH
 
 
 def test_unknown_items(products, tmp_path):
@@ -157,3 +182,19 @@ def test_items_added_to_a_charged_basket_still_on_the_platter_are_charged_alone(
     assert nothing_new.outcome is Outcome.NO_READ and "besides the basket already charged" in nothing_new.reason
     assert decide([box(COLA)], products, RULES, 340.0, 340.0).platter_after(340.0) == Platter((COLA,), 340.0)
     assert unseen.platter_after(893.0) is None  # an uncharged basket leaves nothing to rely on
+
+
+def test_a_match_that_an_unsure_box_would_not_spoil_is_not_charged(products):
+    """A light pack the detector was unsure of, beside a heavy one or beside produce: the weight
+    fits with it and without it, so it cannot tell; a spurious box the weight rules out is ignored."""
+    tea = Detection(0, "product", 0.2, (300.0, 300.0, 380.0, 350.0), ("8711240012341", 0.97))  # 45 g
+    cola = Detection(0, "product", 0.9, (10.0, 10.0, 80.0, 80.0), (COLA, 0.99))
+    water = Detection(0, "product", 0.9, (10.0, 10.0, 100.0, 100.0), ("7613030001157", 0.99))  # 1540 g
+    cucumber = Detection(0, "product", 0.9, (10.0, 100.0, 220.0, 160.0), ("4062", 0.99))
+    assert decide([cola], products, RULES, 352.0, 352.0, unsure=[tea]).outcome is Outcome.OK  # 395 g would not fit
+    heavy = decide([water], products, RULES, 1541.0, 1541.0, unsure=[tea])
+    assert heavy.outcome is Outcome.UNKNOWN_ITEM and heavy.total_cents is None
+    assert "may be on the scale: the weight fits with it and without it" in heavy.reason
+    produce = decide([cucumber], products, RULES, 320.0, 320.0, unsure=[tea])
+    assert produce.outcome is Outcome.WEIGH_SEPARATELY and "may be on the scale too" in produce.reason
+    assert decide([cucumber], products, RULES, 320.0, 320.0).outcome is Outcome.OK

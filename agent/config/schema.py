@@ -548,9 +548,12 @@ class CheckoutLine(Strict):
     # renderer seed 25000); calibrate again for other models.
     thresholds: Thresholds = {}  # per detector label; others use default_threshold
     default_threshold: float = Field(0.25, gt=0, lt=1)
-    min_probability: float = Field(0.5, gt=0, le=1)  # the classifier's top probability under this: unknown item
+    min_probability: float = Field(0.8, gt=0, le=1)  # the classifier's top probability under this: unknown item
     # Two boxes named the same product, one with this share of its area inside the other: one product.
     max_box_overlap: float | None = Field(0.6, gt=0, le=1)
+    # Boxes scoring from this up to the threshold count when the weight confirms them, and only
+    # then (README "Checkout line"); null: never.
+    unsure_from: float | None = Field(0.1, gt=0, lt=1)
     weight: CheckoutWeightConfig = CheckoutWeightConfig()
     burst: BurstConfig | None = None
     webhooks: Annotated[list[CheckoutWebhookConfig], AfterValidator(_webhook_names_unique)] = []

@@ -79,8 +79,9 @@ class CheckoutLine(TriggeredLine):
         if frame is None:
             basket = no_read("no frame from the camera", trigger.weight_change_g)
         else:
+            rule, unsure_from = self.rule, self.rules.unsure_from
             try:
-                found = self._detect(frame, timings)
+                found = self._detect(frame, timings, min(rule.lowest_threshold, unsure_from or 1.0))
             except BadFrame as exc:
                 self.counters["inference_errors"] += 1
                 basket = no_read(f"bad frame: {exc}", trigger.weight_change_g)
@@ -90,10 +91,11 @@ class CheckoutLine(TriggeredLine):
                 basket = no_read("inference error", trigger.weight_change_g)
         timings["detect"] = (time.monotonic() - t_captured) * 1000
         if basket is None:
-            rule = self.rule
-            found = [d for d in found if d.score >= rule.threshold_for(d.label)]
+            sure = [d for d in found if d.score >= rule.threshold_for(d.label)]
+            unsure = [d for d in found if d.score < rule.threshold_for(d.label)]
             started = time.monotonic()
-            basket = decide(found, self._catalog, self.rules, trigger.weight_g, trigger.weight_change_g, self._platter)
+            basket = decide(sure, self._catalog, self.rules, trigger.weight_g, trigger.weight_change_g, self._platter,
+                            unsure)
             timings["decide"] = (time.monotonic() - started) * 1000
         return self._done(trigger, basket, frame, timings)
 
@@ -149,6 +151,8 @@ class CheckoutLine(TriggeredLine):
             "weight": {"measured_change_g": _round(weight.measured_change_g), "expected_g": weight.expected_g,
                        "tolerance_g": weight.tolerance_g, "within": weight.within},
             "carried_items": basket.carried,
+            "weight_resolved": None if not (basket.added_by_weight or basket.dropped_by_weight) else
+                {"added": basket.added_by_weight, "dropped": basket.dropped_by_weight},
             "detections": [
                 {"box": [round(v, 1) for v in item.detection.box], "score": round(item.detection.score, 4),
                  "label": item.label, "probability": None if item.probability is None else round(item.probability, 4),

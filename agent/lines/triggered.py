@@ -253,10 +253,11 @@ class TriggeredLine:
             except queue.Full:
                 self.counters["events_dropped"] += 1
 
-    def _detect(self, frame: Frame, timings: dict) -> list[Detection]:
-        """The detector on the frame, then the cascade (if any) on every detection. Fills
-        timings (infer, classify); raises BadFrame or RuntimeError."""
-        detections = self._detector.detect(frame.image, self.rule.lowest_threshold)
+    def _detect(self, frame: Frame, timings: dict, floor: float | None = None) -> list[Detection]:
+        """The detector on the frame (down to floor; default the rule's lowest threshold), then the
+        cascade (if any) on every detection. Fills timings (infer, classify); raises BadFrame or
+        RuntimeError."""
+        detections = self._detector.detect(frame.image, self.rule.lowest_threshold if floor is None else floor)
         timings["infer"] = self._detector.last_infer_ms
         self.infer_ms.append(timings["infer"])
         self.last_frame_hw = frame.image.shape[:2]

@@ -9,6 +9,13 @@
          that basket is still on the platter (the weight before this change is the one it left)
       -> quantities per sku; price per item, or by weight (the measured weight change)
       -> weight check: the measured change against the new items' nominal weights
+      -> the scale and the boxes the detector was unsure of (scoring under its threshold, over
+         `unsure_from`, surely named, not a second box on a product already counted):
+           a match that would hold with such a box too is not charged: the weight cannot tell
+           whether it is there (a light pack beside a heavy one, anything beside produce)
+           on a mismatch, such a box counts if with it, and only with it, the weight matches; a
+           second box named the same as another goes if without it, and only without it, the
+           weight matches. One such answer, or none: no guessing
       -> outcome: `ok` (charge it), or one that sends the basket to an attendant
 
 Never a wrong price charged silently: anything the line cannot be sure of is not `ok`.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, replace
+from itertools import combinations
 from decimal import ROUND_HALF_UP, Decimal
 from enum import Enum
 from typing import Protocol
@@ -73,12 +81,16 @@ class WeightCheck:
 
 @dataclass(frozen=True)
 class CheckoutRules:
-    min_probability: float = 0.5  # the classifier's top probability under this: unknown item
+    min_probability: float = 0.8  # the classifier's top probability under this: unknown item
     weight: WeightCheck = WeightCheck()
     # Two boxes named the same product, one with at least this share of its area inside the other,
     # are one product (the lower score goes). Two real ones lying like that lose one: the weight
     # check then sends the basket to an attendant, never a charge. None: keep every box.
     max_box_overlap: float | None = 0.6
+    # Boxes scoring from this up to the detector's threshold may count when the weight confirms them
+    # (see the module docstring); None: never.
+    unsure_from: float | None = 0.1
+    max_weight_fixes: int = 2  # boxes added (or second boxes dropped) to make the weight match, at most
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,8 @@ class Basket:
     currency: str | None
     weight: WeightResult
     carried: int  # items on the platter from the last charged basket
+    added_by_weight: int = 0  # unsure boxes counted because the weight confirmed them
+    dropped_by_weight: int = 0  # second boxes on a product dropped because the weight confirmed it
 
     @property
     def charges(self) -> bool:
@@ -155,9 +169,71 @@ def no_read(reason: str, weight_change_g: float | None = None) -> Basket:
 
 def decide(detections: list[Detection], catalog: ProductLookup | None, rules: CheckoutRules,
            weight_g: float | None = None, weight_change_g: float | None = None,
-           on_platter: Platter | None = None) -> Basket:
-    """The basket for the boxes seen (each with .classification), the settled weight and its change."""
+           on_platter: Platter | None = None, unsure: list[Detection] = ()) -> Basket:
+    """The basket for the boxes seen (each with .classification), the settled weight and its change.
+    unsure: boxes under the detector's threshold, over rules.unsure_from, classified too."""
     detections = one_box_per_product(detections, rules.max_box_overlap)
+    basket = _decide(detections, catalog, rules, weight_g, weight_change_g, on_platter)
+    extra = [d for d in one_box_per_product(list(unsure), rules.max_box_overlap)
+             if rules.unsure_from is not None and d.score >= rules.unsure_from
+             and d.classification is not None and d.classification[1] >= rules.min_probability
+             and any(k is d for k in one_box_per_product([*detections, d], rules.max_box_overlap))]
+    if basket.outcome is Outcome.OK and weight_change_g is not None:
+        return _unless_unsure_fits(basket, detections, extra, catalog, rules, weight_g, weight_change_g, on_platter)
+    if basket.outcome is not Outcome.WEIGHT_MISMATCH or basket.weight.expected_g is None or rules.max_weight_fixes < 1:
+        return basket
+    if weight_change_g > basket.weight.expected_g:  # more on the scale than seen: an unsure box may be it
+        fixes = ((list(detections) + list(combo), len(combo), 0) for k in range(1, rules.max_weight_fixes + 1)
+                 for combo in combinations(extra, k))
+    else:  # less on the scale than seen: a second box on one product may be the extra one
+        twice = {label for label, n in Counter(d.classification[0] for d in detections if d.classification).items()
+                 if n > 1}
+        doubtful = [d for d in detections if d.classification and d.classification[0] in twice]
+        fixes = (([d for d in detections if not any(d is g for g in combo)], 0, len(combo))
+                 for k in range(1, rules.max_weight_fixes + 1) for combo in combinations(doubtful, k))
+    return _weight_fix(basket, fixes, catalog, rules, weight_g, weight_change_g, on_platter)
+
+
+def _unless_unsure_fits(basket: Basket, detections, extra, catalog, rules, weight_g, weight_change_g,
+                        on_platter) -> Basket:
+    """basket (charged), unless one of the unsure boxes would fit the weight as well: then the
+    weight cannot tell whether that product is there, and the attendant decides."""
+    for box in extra:
+        alternative = _decide([*detections, box], catalog, rules, weight_g, weight_change_g, on_platter)
+        if alternative.outcome is Outcome.WEIGHT_MISMATCH:
+            continue  # the weight says it is not there
+        name = box.classification[0]
+        if alternative.outcome is Outcome.WEIGH_SEPARATELY:
+            return replace(alternative, reason=f"{alternative.reason} (a box the detector was unsure of, "
+                                               f"{name} at {box.score:.2f}, may be on the scale too)")
+        return replace(basket, outcome=Outcome.UNKNOWN_ITEM, total_cents=None,
+                       reason=f"a box the detector was unsure of ({name} at {box.score:.2f}) may be on the scale: "
+                              f"the weight fits with it and without it")
+    return basket
+
+
+def _weight_fix(basket: Basket, fixes, catalog, rules, weight_g, weight_change_g, on_platter) -> Basket:
+    """The one charge the candidate box sets agree on, with the fewest changes; else basket as it was."""
+    found: dict[tuple, Basket] = {}
+    fewest = None
+    for boxes, added, dropped in fixes:
+        if fewest is not None and added + dropped > fewest:
+            break
+        fixed = _decide(boxes, catalog, rules, weight_g, weight_change_g, on_platter)
+        if fixed.outcome is Outcome.OK:
+            fewest = added + dropped
+            key = tuple(sorted((line.sku, line.quantity) for line in fixed.lines))
+            found[key] = replace(fixed, added_by_weight=added, dropped_by_weight=dropped)
+    if len(found) != 1:
+        return basket  # no answer, or several: the attendant decides
+    (fixed,) = found.values()
+    how = (f"the weight confirmed {fixed.added_by_weight} box(es) the detector was unsure of" if fixed.added_by_weight
+           else f"the weight showed {fixed.dropped_by_weight} box(es) to be a second box on a product")
+    return replace(fixed, reason=f"{fixed.reason} ({how})")
+
+
+def _decide(detections: list[Detection], catalog: ProductLookup | None, rules: CheckoutRules,
+            weight_g: float | None, weight_change_g: float | None, on_platter: Platter | None) -> Basket:
     items, products = _identify(detections, catalog, rules)
     carried = _carried(items, on_platter, weight_g, weight_change_g, rules.weight)
     if carried:
