@@ -216,17 +216,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.recard:
         return recard(args.out)
-    argv = sys.argv[1:] if argv is None else argv
-    kept, skip = [], False
-    for a in argv:  # the card's rebuild command writes to the default folder
-        if skip:
-            skip = False
-        elif a == "--out":
-            skip = True
-        elif not a.startswith("--out="):
-            kept.append(a)
     args.rebuild_prefix = ".venv/bin/python models/build_severity.py"
-    args.rebuild_suffix = (" " + " ".join(kept)) if kept else ""
+    args.rebuild_suffix = dlib.rebuild_args(sys.argv[1:] if argv is None else argv)
 
     started = time.time()
 

@@ -582,6 +582,20 @@ def files_table(files: dict) -> list[str]:
     return lines
 
 
+def rebuild_args(argv: Sequence[str], drop: Sequence[str] = ("--out", "--det-save")) -> str:
+    """The command-line options of a build as a card's rebuild command should show them: without
+    the options that only say where this run wrote (the rebuild writes to the default folders)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in drop:
+            skip = True
+        elif not any(a.startswith(d + "=") for d in drop):
+            kept.append(a)
+    return (" " + " ".join(kept)) if kept else ""
+
+
 REBUILD_NOTE = ("Training is seeded, but CPU kernels are not bit-exact across machines: a rebuild gives close "
                 "metrics, not identical bytes.")
 

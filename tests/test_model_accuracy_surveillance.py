@@ -56,6 +56,8 @@ def detection():
                                np.array([d.score for d in dets], np.float32),
                                np.array([d.class_id for d in dets], np.int64)))
         results[precision] = mean_average_precision(detections, ground_truth, len(CLASSES), names=CLASSES)
+    print("surveillance-detector on seed {}: {}".format(DET_TEST_SEED, {p: (round(r["map50"], 4), round(r["map50_95"], 4))
+                                                                       for p, r in results.items()}))
     return results
 
 
@@ -77,6 +79,7 @@ def classification():
                 correct += d.classification[0] == o.subtype
                 total += 1
         results[precision] = {"top1": correct / max(total, 1), "crops": total}
+    print(f"vehicle-types top-1 on seed {CLS_TEST_SEED}: {results}")
     return results
 
 
