@@ -134,3 +134,27 @@ def test_shipped_severity_model_declares_its_crop():
     policy = crop_policy(classifier.info)
     assert policy.mode == "context" and policy.size == classifier.info.input_size[0]
     assert Cascade(classifier, margin_px=8, min_size_px=32).crop == policy
+
+
+def test_agent_with_a_malformed_crop_exits_2_before_the_line_starts(tmp_path):
+    """The daemon builds its cascades with the models, before any link: one line naming the file."""
+    import subprocess
+    import sys
+
+    from hw_sim.camera import SimCamera
+    from hw_sim.harness import DEFAULT_MODEL, LINE, agent_config
+
+    class Down:  # nothing listens here: the run must fail on the model first
+        host, port = "127.0.0.1", 9
+
+    folder = _copy_ir(SEVERITY, tmp_path / "severity", {"mode": "context", "size": "big"})
+    config = agent_config(Down, Down, SimCamera(), DEFAULT_MODEL, 0.4, outbox=tmp_path / "outbox.db")
+    config["models"]["severity"] = {"path": str(folder), "device": "CPU"}
+    config["lines"][LINE]["severity_model"] = "severity"
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--config", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"{folder / 'metadata.yaml'}: crop size must be an integer" in proc.stderr
+    assert "Traceback" not in proc.stderr
