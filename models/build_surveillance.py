@@ -243,7 +243,8 @@ def write_det_card(out: Path, card: dict) -> None:
         f"one pyramid level per object by its longer side (split at {card['level_split']} input px); torch seed "
         f"{tr['torch_seed']}; {tr['seconds']:.0f} s on {tr['threads']} CPU thread(s) (shared 2-core box, nice 19).",
         f"- INT8: NNCF post-training quantization, {card['calibration']['images']} calibration renders "
-        f"(renderer seed {card['calibration']['renderer_seed']}), convolutions only, min/max activation ranges.",
+        f"(renderer seed {card['calibration']['renderer_seed']}), min/max activation ranges; the convolutions "
+        "except each head's last one (boxes and class logits), which stays in float with the decode.",
         "",
         f"## Metrics (held-out renders, renderer seed {card['evaluation']['renderer_seed']}, {fp['images']} frames, "
         f"{fp['objects']['person']} persons, {fp['objects']['vehicle']} vehicles)",
@@ -402,26 +403,7 @@ def build_detector_model(args, log, cmd: str) -> None:
     del images, targets
 
     ov_fp32 = dlib.export_fp32(DET_SPEC, model)
-    desc = "person/vehicle detector for street cameras"
-    dlib.write_ir(DET_SPEC, ov_fp32, out / "fp32", dlib.detector_metadata(DET_SPEC, f"{DET_NAME} FP32: {desc}", False))
-    calib = [dlib.input_tensor(DET_SPEC, s.image) for s in render_scenes(DET_CALIB_SEED, args.det_calib_images)]
-    ov_int8 = dlib.quantize_int8(ov_fp32, calib)
-    dlib.write_ir(DET_SPEC, ov_int8, out / "int8", dlib.detector_metadata(DET_SPEC, f"{DET_NAME} INT8: {desc}", True))
-    log(f"detector: saved IRs under {out}")
-
-    held_out = render_scenes(DET_EVAL_SEED, args.det_eval_images)
-    metrics = {}
-    for name in ("fp32", "int8"):
-        metrics[name] = r = evaluate_detector(out / name / f"{DET_NAME}.xml", held_out)
-        log(f"detector {name}: mAP50 {r['map50']:.4f} mAP50-95 {r['map50_95']:.4f} {r['ap50_per_class']} "
-            f"small-person recall {r['small_person_recall']:.3f} of {r['small_persons']}")
-    metrics["latency"] = {n: dlib.measure_latency(out / n / f"{DET_NAME}.xml", (1, 3, DET_H, DET_W))
-                          for n in ("fp32", "int8")}
-    notes = [DET_HISTORY]
-    if metrics["int8"]["map50"] < 0.95:
-        notes.append(f"Below the mAP@0.5 >= 0.95 target: INT8 {metrics['int8']['map50']:.4f}.")
-    if metrics["int8"]["map50"] < metrics["fp32"]["map50"] - 0.01:
-        notes.append("INT8 is more than 1 point below FP32.")
+    dlib.write_ir(DET_SPEC, ov_fp32, out / "fp32", dlib.detector_metadata(DET_SPEC, f"{DET_NAME} FP32: {DET_DESC}", False))
     card = {
         "name": DET_NAME, "version": VERSION, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "task": "detect", "classes": list(CLASSES),
@@ -435,9 +417,43 @@ def build_detector_model(args, log, cmd: str) -> None:
         "level_split": list(DET_SPEC.level_split),
         "parameters": sum(p.numel() for p in model.parameters()),
         "training": {"images": args.det_train_images, "renderer_seeds": [chunks[0][0], chunks[-1][0]],
-                     "renders_per_seed": CHUNK, "epochs": getattr(model, "epochs_run", args.det_epochs), "batch": args.det_batch,
-                     "lr": args.det_lr, "torch_seed": args.seed, "threads": args.threads,
+                     "renders_per_seed": CHUNK, "epochs": getattr(model, "epochs_run", args.det_epochs),
+                     "batch": args.det_batch, "lr": args.det_lr, "torch_seed": args.seed, "threads": args.threads,
                      "seconds": round(train_seconds, 1)},
+        "rebuild_command": cmd,
+    }
+    finish_detector(args, log, out, ov_fp32, card, started)
+
+
+DET_DESC = "person/vehicle detector for street cameras"
+
+
+def finish_detector(args, log, out: Path, ov_fp32, card: dict, started: float) -> None:
+    """INT8 from the FP32 IR, evaluation of both, latency and throughput, and the card."""
+    calib = [dlib.input_tensor(DET_SPEC, s.image) for s in render_scenes(DET_CALIB_SEED, args.det_calib_images)]
+    # The heads' last convolutions (boxes and class logits) stay in float: in INT8 they cost
+    # 1.1 points of mAP@0.5:0.95 (box precision) and no measurable throughput.
+    keep_float = dlib.head_output_convolutions(ov_fp32, DET_SPEC.nc)
+    ov_int8 = dlib.quantize_int8(ov_fp32, calib, keep_float=keep_float)
+    dlib.write_ir(DET_SPEC, ov_int8, out / "int8", dlib.detector_metadata(DET_SPEC, f"{DET_NAME} INT8: {DET_DESC}", True))
+    log(f"detector: saved IRs under {out}")
+
+    held_out = render_scenes(DET_EVAL_SEED, args.det_eval_images)
+    metrics = {}
+    for name in ("fp32", "int8"):
+        metrics[name] = r = evaluate_detector(out / name / f"{DET_NAME}.xml", held_out)
+        log(f"detector {name}: mAP50 {r['map50']:.4f} mAP50-95 {r['map50_95']:.4f} {r['ap50_per_class']} "
+            f"small-person recall {r['small_person_recall']:.3f} of {r['small_persons']}")
+    metrics["latency"] = {n: dlib.measure_latency(out / n / f"{DET_NAME}.xml", (1, 3, DET_H, DET_W))
+                          for n in ("fp32", "int8")}
+    notes = [DET_HISTORY]
+    if metrics["int8"]["map50"] < 0.95:
+        notes.append(f"Below the mAP@0.5 >= 0.95 target: INT8 {metrics['int8']['map50']:.4f}.")
+    for key, label in (("map50", "mAP@0.5"), ("map50_95", "mAP@0.5:0.95")):
+        if metrics["int8"][key] < metrics["fp32"][key] - 0.01:
+            notes.append(f"INT8 is more than 1 point below FP32 in {label}.")
+    card.update({
+        "quantization": {"kept_float": ["Sigmoid", "Exp", "Multiply", "Add", "Concat", "Clamp"] + keep_float},
         "calibration": {"images": args.det_calib_images, "renderer_seed": DET_CALIB_SEED},
         "evaluation": {"images": args.det_eval_images, "renderer_seed": DET_EVAL_SEED, "nms_iou": 0.6,
                        "map_conf": 0.001, "runner": "agent.infer.engine.Detector"},
@@ -446,12 +462,25 @@ def build_detector_model(args, log, cmd: str) -> None:
         "benchmark_app_fps": dlib.benchmark_app_fps(out, DET_NAME),
         "measured_on": measured_on(),
         "files": dlib.file_hashes(out, DET_NAME),
-        "rebuild_command": cmd,
-        "build_seconds": round(time.time() - started, 1),
         "notes": notes,
-    }
+    })
+    card.setdefault("build_seconds", round(time.time() - started, 1))
     write_det_card(out, card)
-    log(f"detector: wrote {out / 'card.json'} and CARD.md ({card['build_seconds'] / 60:.1f} min)")
+    log(f"detector: wrote {out / 'card.json'} and CARD.md")
+
+
+def requantize_detector(args, log) -> None:
+    """Quantize the FP32 IR under --out again with the current settings, re-evaluate both IRs and
+    rewrite the card; the training part of the card is kept."""
+    import json
+
+    import openvino as ov
+
+    out = args.out / DET_NAME
+    card = json.loads((out / "card.json").read_text())
+    ov_fp32 = ov.Core().read_model(str(out / "fp32" / f"{DET_NAME}.xml"))
+    card["requantized"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    finish_detector(args, log, out, ov_fp32, card, time.time())
 
 
 def build_classifier_model(args, log, cmd: str) -> None:
@@ -532,15 +561,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=("detector", "classifier"), help="build just one of the two models")
     parser.add_argument("--recard", action="store_true", help="only rewrite CARD.md from card.json under --out")
+    parser.add_argument("--requantize", action="store_true",
+                        help="detector: only quantize the FP32 IR under --out again, re-evaluate and rewrite the card")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "models")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the build box is shared)")
     parser.add_argument("--workers", type=int, default=2, help="render processes")
     parser.add_argument("--seed", type=int, default=0, help="torch seed for init and batch order")
-    parser.add_argument("--det-train-images", type=int, default=2400)
-    parser.add_argument("--det-epochs", type=int, default=8)
+    parser.add_argument("--det-train-images", type=int, default=10000)
+    parser.add_argument("--det-epochs", type=int, default=24)
     parser.add_argument("--det-batch", type=int, default=16)
     parser.add_argument("--det-lr", type=float, default=3e-3)
-    parser.add_argument("--det-budget", type=float, default=None,
+    parser.add_argument("--det-budget", type=float, default=7500.0,
                         help="seconds of training: the epochs are cut to what fits (schedule re-planned)")
     parser.add_argument("--det-save", type=Path, help="also save the trained torch weights (state_dict) here")
     parser.add_argument("--det-init", type=Path, help="continue from torch weights saved by --det-save")
@@ -564,6 +595,10 @@ def main(argv=None) -> int:
 
     def log(msg):
         print(f"[{time.time() - started:7.1f}s] {msg}", flush=True)
+
+    if args.requantize:
+        requantize_detector(args, log)
+        return 0
 
     cmd = ".venv/bin/python models/build_surveillance.py" + dlib.rebuild_args(sys.argv[1:] if argv is None else argv)
     if args.only in (None, "classifier"):
