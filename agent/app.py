@@ -499,9 +499,9 @@ class App:
 
     def report(self, outcome) -> None:
         """A sync outcome: an event on {p}/{d}/sync/events, the retained {p}/{d}/sync, the state."""
-        event = {**outcome.payload(), "device_id": self.config.device.id}
-        self.publisher.publish_to(f"{self.publisher.base_topic}/sync/events",
-                                  json.dumps(event, separators=(",", ":"), default=str).encode())
+        # Through the outbox: an outcome decided at start (a revert) or while offline still arrives.
+        event = json.loads(json.dumps({**outcome.payload(), "device_id": self.config.device.id}, default=str))
+        self.outbox.publish_message(SYNC_STREAM, "sync/events", event)
         self.publish_sync_status()
         if self.control is not None:
             self.control.publish_state()
@@ -558,6 +558,7 @@ def _make_sync_job(settings, store, keys, host):
 
 
 _HINTS = {"inspection": "LATENCY", "stream": "THROUGHPUT", "checkout": "LATENCY"}
+SYNC_STREAM = "@sync"  # the outbox's name for the sync events' sequence (no line can be called that)
 
 
 def _line_model_names(line_config) -> tuple[str, str | None]:

@@ -210,6 +210,12 @@ def cmd_models_inspect(args) -> int:
             print(f"  out  {line}")
         if info.names:
             print("classes:  " + ", ".join(f"{k}={v}" for k, v in sorted(info.names.items())))
+        if info.adapter == "classifier":
+            from .infer.cascade import crop_policy
+
+            crop = crop_policy(info)
+            source = "metadata.yaml" if "crop" in info.metadata else "default: metadata.yaml names no crop"
+            print(f"crop:     {', '.join(f'{k}={v}' for k, v in crop.as_metadata().items())} ({source})")
         frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
         if args.image:
             import cv2

@@ -26,9 +26,10 @@ def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
 
 
 class SimCamera:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, stream_fps: float = 15.0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, stream_fps: float = 15.0, latency_s: float = 0.0):
         self._address = (host, port)
         self.stream_fps = stream_fps
+        self.latency_s = latency_s  # every snapshot takes this long (exposure plus a slow sensor)
         self._jpeg = b""
         self._loop: list[bytes] = []  # what the stream cycles through (sensor noise), else _jpeg
         self._script: list[bytes] = []  # stream frames to play once, first (see play)
@@ -146,6 +147,8 @@ class SimCamera:
                     return
                 if fault == "stall":
                     time.sleep(2.0)
+                elif camera.latency_s:
+                    time.sleep(camera.latency_s)
                 if fault == "garbage":
                     jpeg = b"\xff\xd8 this is not a JPEG " * 20
                 self.send_response(200)

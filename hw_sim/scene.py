@@ -24,7 +24,9 @@ _SEVERITY_WEIGHTS = (0.40, 0.35, 0.25)
 _DEFECT_COUNT_WEIGHTS = (0.60, 0.30, 0.10)
 
 # Visible size / contrast per severity at 640x480. The smallest still spans several
-# pixels after the detector's downscale to 320.
+# pixels after the detector's downscale to 320. Neighbouring grades meet at a boundary
+# (scratch length 60 px: minor below, major above); the grading spec keeps a tolerance band
+# around each boundary (GRADE_TOLERANCE) that no automatically graded defect falls into.
 _SCRATCH_LENGTH = {"minor": (34, 60), "major": (60, 100), "critical": (100, 160)}
 _SCRATCH_WIDTH = {"minor": (2.2, 3.0), "major": (3.0, 4.0), "critical": (4.0, 5.5)}
 _SCRATCH_CONTRAST = {"minor": (45, 60), "major": (60, 80), "critical": (80, 115)}
@@ -32,6 +34,14 @@ _DENT_RADIUS = {"minor": (8, 11), "major": (11, 17), "critical": (17, 28)}
 _DENT_CONTRAST = {"minor": (40, 55), "major": (55, 75), "critical": (75, 105)}
 _STAIN_RADIUS = {"minor": (9, 12), "major": (12, 19), "critical": (19, 32)}
 _STAIN_OPACITY = {"minor": (0.40, 0.50), "major": (0.50, 0.62), "critical": (0.62, 0.80)}
+
+# The grading spec's tolerance band, relative to each boundary: with 0.06 a minor scratch is at
+# most 60 * 0.94 = 56.4 px long and a major one at least 60 * 1.06 = 63.6 px, and so on for
+# every size, width, contrast and opacity range. Like a real inspection spec, where a defect in
+# the band goes to a human for re-grading: the simulator draws none there, so every defect it
+# labels has one unambiguous grade. Without the band (grade_tolerance=0) a defect drawn right at
+# a boundary looks the same under either grade, and no classifier can get those right.
+GRADE_TOLERANCE = 0.06
 
 _MIN_BLOB_SIDE = 14  # px, short side of a dent or stain box
 _MIN_SCRATCH_SIDE = 12  # px, short side of a scratch box: scratches run diagonally
@@ -74,9 +84,13 @@ class PartRenderer:
         defect_rate: float = 0.35,
         light_jitter: float = 0.25,
         noise_sigma: float = 6.0,
+        grade_tolerance: float = GRADE_TOLERANCE,
     ) -> None:
         if width < 160 or height < 120:
             raise ValueError(f"frame {width}x{height} is too small; use at least 160x120")
+        if not 0 <= grade_tolerance < 0.2:
+            raise ValueError(f"grade_tolerance {grade_tolerance} must be in [0, 0.2)")
+        self.grade_tolerance = grade_tolerance
         self.width = width
         self.height = height
         self.defect_rate = defect_rate
@@ -277,9 +291,9 @@ class PartRenderer:
 
     def _scratch(self, severity: str, centre: tuple[float, float], canvas: np.ndarray):
         rng, s = self._rng, self._scale
-        length = rng.uniform(*_SCRATCH_LENGTH[severity]) * s
-        width = rng.uniform(*_SCRATCH_WIDTH[severity]) * s
-        contrast = rng.uniform(*_SCRATCH_CONTRAST[severity])
+        length = rng.uniform(*self._grade(_SCRATCH_LENGTH, severity)) * s
+        width = rng.uniform(*self._grade(_SCRATCH_WIDTH, severity)) * s
+        contrast = rng.uniform(*self._grade(_SCRATCH_CONTRAST, severity))
         # Diagonal runs keep the box from degenerating into a sliver.
         angle = np.deg2rad(rng.uniform(25, 65) + 90 * int(rng.integers(4)))
         bow = rng.uniform(-0.12, 0.12)
@@ -302,9 +316,9 @@ class PartRenderer:
 
     def _dent(self, severity: str, centre: tuple[float, float], canvas: np.ndarray):
         rng, s = self._rng, self._scale
-        a = rng.uniform(*_DENT_RADIUS[severity]) * s
+        a = rng.uniform(*self._grade(_DENT_RADIUS, severity)) * s
         b = a * rng.uniform(0.7, 1.0)
-        contrast = rng.uniform(*_DENT_CONTRAST[severity])
+        contrast = rng.uniform(*self._grade(_DENT_CONTRAST, severity))
         rot = rng.uniform(0, np.pi)
         light = rng.uniform(0, 2 * np.pi)
         x0, y0, size, (cx, cy) = self._patch(centre, a)
@@ -322,8 +336,8 @@ class PartRenderer:
 
     def _stain(self, severity: str, centre: tuple[float, float], canvas: np.ndarray):
         rng, s = self._rng, self._scale
-        radius = rng.uniform(*_STAIN_RADIUS[severity]) * s
-        opacity = rng.uniform(*_STAIN_OPACITY[severity])
+        radius = rng.uniform(*self._grade(_STAIN_RADIUS, severity)) * s
+        opacity = rng.uniform(*self._grade(_STAIN_OPACITY, severity))
         x0, y0, size, (cx, cy) = self._patch(centre, radius * 1.2)
         blob = np.zeros((size, size), np.uint8)
         cv2.circle(blob, (int(cx * 16), int(cy * 16)), int(radius * 0.75 * 16), 255, -1, cv2.LINE_AA, 4)
@@ -344,6 +358,11 @@ class PartRenderer:
         )
         colour = colours[int(rng.integers(len(colours)))]
         return shape * opacity, colour, shape > _VISIBLE_ALPHA, (x0, y0)
+
+    def _grade(self, ranges: dict[str, tuple[float, float]], severity: str) -> tuple[float, float]:
+        """The range a severity's parameter is drawn from: its spec range less the tolerance band
+        at every boundary it shares with a neighbouring grade."""
+        return grade_range(ranges, severity, self.grade_tolerance)
 
     @staticmethod
     def _local_level(canvas: np.ndarray, centre: tuple[float, float]) -> float:
@@ -374,6 +393,18 @@ class PartRenderer:
         if sigma > 0:
             img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(sigma)
         return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def grade_range(ranges: dict[str, tuple[float, float]], severity: str, tolerance: float) -> tuple[float, float]:
+    """ranges[severity] shrunk by `tolerance` (relative) at each boundary shared with the
+    next lower or higher grade; the outer ends (the smallest minor, the largest critical) stay."""
+    lo, hi = ranges[severity]
+    i = SEVERITIES.index(severity)
+    if i > 0:
+        lo *= 1 + tolerance
+    if i < len(SEVERITIES) - 1:
+        hi *= 1 - tolerance
+    return lo, hi
 
 
 def _rounded_rect(w: float, h: float, r: float) -> np.ndarray:

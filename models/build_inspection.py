@@ -156,14 +156,8 @@ def write_card(out: Path, card: dict) -> None:
         f"Part-level counts use the operating threshold conf >= {op}: a part is rejected when any "
         "detection reaches it.",
         "",
-        "| | FP32 | INT8 |",
-        "|---|---|---|",
-        f"| mAP@0.5 | {fp['map50']:.4f} | {q['map50']:.4f} |",
-        f"| mAP@0.5:0.95 | {fp['map50_95']:.4f} | {q['map50_95']:.4f} |",
+        *lib.map_table_md(fp, q, card["classes"]),
     ]
-    for k in card["classes"]:
-        lines.append(f"| AP@0.5 {k} | {fp['ap50_per_class'].get(k, float('nan')):.4f} | "
-                     f"{q['ap50_per_class'].get(k, float('nan')):.4f} |")
     lines += [
         f"| critical parts missed | {fp['critical_missed']} / {fp['critical_parts']} | "
         f"{q['critical_missed']} / {q['critical_parts']} |",
@@ -197,18 +191,8 @@ def write_card(out: Path, card: dict) -> None:
         f"A part is critical when any of its defects is rated critical by the simulator (large or high "
         f"contrast). Build time: {card['build_seconds'] / 60:.1f} min.",
         "",
-        "## Files",
-        "",
-        *lib.files_table(card["files"]),
-        "",
-        "## Rebuild",
-        "",
-        "```",
-        card["rebuild_command"],
-        "```",
-        "",
-        "Training is seeded, but CPU kernels are not bit-exact across machines: a rebuild gives close "
-        "metrics, not identical bytes.",
+        *lib.files_and_rebuild_md(card),
+        lib.REBUILD_NOTE,
         "",
         "## Limits",
         "",

@@ -7,7 +7,7 @@ imported by other build scripts):
         quantize_int8, write_ir, classifier_metadata, evaluate_top1, measure_latency, file_hashes, write_card
 
     spec = ClassifierSpec(name="my-classifier", names=("a", "b"), imgsz=64)
-    crop = cascade_crop(frame_bgr, box, rng=rng, jitter=0.1)  # cut like agent/infer/cascade.py
+    crop = cascade_crop(frame_bgr, box, rng=rng, jitter=0.1, policy=spec.crop)  # cut as agent/infer/cascade.py will
     x = resize_crops(spec, crops)           # u8 BGR [n, S, S, 3], cv2.resize INTER_LINEAR like the agent
     model = train(spec, x, labels, epochs=12, batch=64, lr=3e-3, seed=0, log=print,
                   augment=dict(hflip=True, vflip=True, rot90=True, color=0.1))
@@ -36,11 +36,11 @@ from typing import Sequence
 
 import numpy as np
 
-from models.detector_lib import file_hashes, files_table, measure_latency, sha256, utc_now, write_card_json, \
-    write_card_md, write_ir  # noqa: F401  (re-exported for build scripts)
+from agent.infer.geometry import CropPolicy
+from models.detector_lib import REBUILD_NOTE, file_hashes, files_and_rebuild_md, files_table, fit_epochs, \
+    measure_latency, sha256, utc_now, write_card_json, write_card_md, write_ir  # noqa: F401  (re-exported)
 
-CASCADE_MARGIN_PX = 4  # agent/infer/cascade.py defaults
-CASCADE_MIN_SIZE_PX = 16
+DEFAULT_CROP = CropPolicy()  # what agent/infer/cascade.py does for a model without a `crop` entry
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class ClassifierSpec:
     widths: tuple[int, ...] = (24, 48, 96, 160)  # one per stride-2 stage
     version: str = "1.0.0"
     extra_metadata: dict = field(default_factory=dict)
+    crop: CropPolicy = DEFAULT_CROP  # how the agent's cascade cuts this model's crops (metadata.yaml `crop`)
 
     @property
     def nc(self) -> int:
@@ -58,21 +59,6 @@ class ClassifierSpec:
 
 
 # ------------------------------------------------------------------ crops
-
-
-def crop_window(box, width: int, height: int, margin: int = CASCADE_MARGIN_PX,
-                min_size: int = CASCADE_MIN_SIZE_PX) -> tuple[int, int, int, int]:
-    """The agent's crop window (agent.infer.geometry.crop_box), without importing the agent."""
-    x1, y1, x2, y2 = box
-    x1, y1, x2, y2 = x1 - margin, y1 - margin, x2 + margin, y2 + margin
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    w = min(max(x2 - x1, min_size), width)
-    h = min(max(y2 - y1, min_size), height)
-    left = int(round(min(max(cx - w / 2, 0), width - w)))
-    top = int(round(min(max(cy - h / 2, 0), height - h)))
-    right = min(width, left + max(1, int(round(w))))
-    bottom = min(height, top + max(1, int(round(h))))
-    return left, top, right, bottom
 
 
 def jitter_box(box, rng: np.random.Generator, jitter: float, px: float = 2.0):
@@ -88,14 +74,25 @@ def jitter_box(box, rng: np.random.Generator, jitter: float, px: float = 2.0):
     return nx1, ny1, nx2, ny2
 
 
-def cascade_crop(image: np.ndarray, box, rng: np.random.Generator | None = None, jitter: float = 0.0) -> np.ndarray:
-    """Crop of image around box exactly as the agent's cascade cuts it (4 px margin, min 16 px),
-    after optional detector-like jitter of the box."""
+def cascade_crop(image: np.ndarray, box, rng: np.random.Generator | None = None, jitter: float = 0.0,
+                 policy: CropPolicy = DEFAULT_CROP) -> np.ndarray:
+    """Crop of image around box exactly as the agent's cascade cuts it for a model with this crop
+    policy (agent.infer.geometry.CropPolicy, the same code), after optional detector-like jitter."""
     if rng is not None and jitter > 0:
         box = jitter_box(box, rng, jitter)
-    h, w = image.shape[:2]
-    x1, y1, x2, y2 = crop_window(box, w, h)
-    return image[y1:y2, x1:x2]
+    return policy.cut(image, box)
+
+
+def describe_crop(crop: dict) -> str:
+    """One sentence for a card: how the agent's cascade cuts this model's crops."""
+    policy = CropPolicy.from_metadata({"crop": crop})
+    if policy.mode == "context":
+        return (f"metadata.yaml `crop: {{mode: context, size: {policy.size}}}`: `agent/infer/cascade.py` cuts a fixed "
+                f"{policy.size} x {policy.size} window of source pixels centred on the detector box (moved inside "
+                "the frame), so the model sees objects at one pixel scale.")
+    return (f"metadata.yaml `crop: {{mode: box, margin: {policy.margin}, min_size: {policy.min_size}}}`: "
+            f"`agent/infer/cascade.py` grows the detector box by {policy.margin} px (at least {policy.min_size} px) "
+            "and the crop is stretched to the input.")
 
 
 def resize_crops(spec: ClassifierSpec, crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -178,7 +175,9 @@ def _augment(x, generator, hflip: bool, vflip: bool, rot90: bool, color: float):
 def train(spec: ClassifierSpec, x_u8: np.ndarray, labels: np.ndarray, epochs: int, batch: int, lr: float,
           seed: int, log=print, augment: dict | None = None, label_smoothing: float = 0.05,
           time_budget_s: float | None = None):
-    """x_u8: [n, S, S, 3] u8 BGR (resize_crops). Returns the EMA model in eval mode."""
+    """x_u8: [n, S, S, 3] u8 BGR (resize_crops). Returns the EMA model in eval mode.
+
+    time_budget_s: as in detector_lib.train (the epochs are cut to what fits, schedule re-planned)."""
     import torch
     import torch.nn.functional as F
 
@@ -203,7 +202,8 @@ def train(spec: ClassifierSpec, x_u8: np.ndarray, labels: np.ndarray, epochs: in
     warmup = min(100, total // 10)
     step = 0
     t0 = time.time()
-    for epoch in range(epochs):
+    epoch, max_epochs = 0, epochs
+    while epoch < epochs:
         model.train()
         order = torch.randperm(n, generator=generator)
         loss_sum, correct, seen = 0.0, 0, 0
@@ -232,12 +232,12 @@ def train(spec: ClassifierSpec, x_u8: np.ndarray, labels: np.ndarray, epochs: in
             loss_sum += loss.item() * len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
-        log(f"epoch {epoch + 1}/{epochs}: loss {loss_sum / seen:.4f} train acc {correct / seen:.4f} "
+        epoch += 1
+        log(f"epoch {epoch}/{epochs}: loss {loss_sum / seen:.4f} train acc {correct / seen:.4f} "
             f"lr {lr * factor:.2e} ({time.time() - t0:.0f}s)")
-        if time_budget_s is not None and time.time() - t0 > time_budget_s and epoch + 1 < epochs:
-            log(f"time budget {time_budget_s:.0f}s reached: stopping after epoch {epoch + 1}")
-            break
-    ema.epochs_run = epoch + 1
+        epochs = fit_epochs(epoch, epochs, time.time() - t0, time_budget_s, max_epochs, log)
+        total = steps_per_epoch * epochs
+    ema.epochs_run = epoch
     return ema.eval()
 
 
@@ -297,6 +297,7 @@ def classifier_metadata(spec: ClassifierSpec, description: str, int8: bool) -> d
         "batch": 1,
         "imgsz": [spec.imgsz, spec.imgsz],
         "names": {i: k for i, k in enumerate(spec.names)},
+        "crop": spec.crop.as_metadata(),
         "args": {"format": "openvino", "int8": bool(int8)},
         **spec.extra_metadata,
     }
@@ -359,7 +360,7 @@ def write_card(out: Path, card: dict, extra_md: Sequence[str] = ()) -> None:
         "`Classifier` resizes each u8 BGR crop with cv2 (INTER_LINEAR, no letterbox) and the graph "
         "does BGR->RGB and /255.",
         f"- Output `logits`: [N, {len(card['classes'])}] logits (the agent applies softmax).",
-        f"- Crops are cut as `agent/infer/cascade.py` does: detector box grown by 4 px, at least 16 px.",
+        f"- Crops: {describe_crop(card['input'].get('crop') or DEFAULT_CROP.as_metadata())}",
         f"- Small CNN, {card['parameters']:,} parameters.",
         "",
         "## Training data",
@@ -383,6 +384,12 @@ def write_card(out: Path, card: dict, extra_md: Sequence[str] = ()) -> None:
     lines += [
         f"| latency median ms, batch 1 (CPU, LATENCY hint) | {m['latency']['fp32']['median_ms']:.2f} | "
         f"{m['latency']['int8']['median_ms']:.2f} |",
+    ]
+    fps = card.get("benchmark_app_fps")
+    if fps:
+        lines.append(f"| throughput FPS, batch 1 (`benchmark_app -hint throughput`) | {fps['fp32']:.0f} | "
+                     f"{fps['int8']:.0f} ({fps['int8'] / fps['fp32']:.2f}x) |")
+    lines += [
         "",
         f"Latency measured on: {card['measured_on']} (shared machine; treat as indicative).",
         "",
@@ -403,10 +410,8 @@ def write_card(out: Path, card: dict, extra_md: Sequence[str] = ()) -> None:
             lines.append(f"| {names[i]} | " + " | ".join(str(cm[i, j]) for j in show) + " |")
     else:
         lines.append("(no errors)")
-    lines += ["", *extra_md, "", "## Files", "", *files_table(card["files"]), "", "## Rebuild", "", "```",
-              card["rebuild_command"], "```", "",
-              f"Build time: {card['build_seconds'] / 60:.1f} min. Training is seeded, but CPU kernels are not "
-              "bit-exact across machines: a rebuild gives close metrics, not identical bytes.", "",
+    lines += ["", *extra_md, "", *files_and_rebuild_md(card),
+              f"Build time: {card['build_seconds'] / 60:.1f} min. {REBUILD_NOTE}", "",
               "## Limits", "",
               "- Trained on simulator renders only; it has never seen a real camera image.",
               f"- {card.get('test', '')}", ""]

@@ -25,12 +25,16 @@ imported by other build scripts). Everything is parameterised by a ``DetectorSpe
     metrics = evaluate_map(out / "int8" / f"{spec.name}.xml", samples, spec)
     files = file_hashes(out, spec.name)
 
-Model: a stride-4 stem, one stage per stride (strides must be 8, 16, 32, ... in order),
-top-down fusion, one head per level. Output [1, 4 + nc, N]: cx, cy, w, h in input pixels,
+Inputs may be square (``imgsz=320``) or not (``imgsz=(320, 416)``, height then width).
+Model: a stride-4 stem, one stage per stride (strides must be 8, 16, 32, ... in order; each
+stage a stride-2 conv and ``stage_depth`` 3x3 convs), top-down fusion, one head per level. Output [1, 4 + nc, N]: cx, cy, w, h in input pixels,
 then class scores after sigmoid. Each object is assigned to one level by its longer side
 (``level_split``: thresholds in input pixels, one fewer than the strides) and claims the
-anchors of that level within one stride of its centre (centre prior); scores are trained
-towards the box IoU (IoU-aware classification).
+anchors of that level within one stride of its centre (centre prior; with
+``centre_inside`` only those also within half a stride of the box, so a thin object's
+anchors sit on it); scores are trained towards the box IoU (IoU-aware classification).
+Augmentation: the flips the scene allows (``flips``) and optional brightness/contrast
+jitter (``photometric``).
 
 Images go in as letterboxed (114 padding, centred, Ultralytics style) RGB CHW uint8.
 """
@@ -50,7 +54,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from models.evaluate import decode, letterbox, mean_average_precision, preprocess, boxes_to_frame, compile_ir
+from agent.infer.geometry import letterbox
+from models.evaluate import compile_ir, decode, mean_average_precision, to_input
 
 
 @dataclass(frozen=True)
@@ -59,11 +64,15 @@ class DetectorSpec:
 
     name: str  # file stem of the IR and the folder name under models/
     names: tuple[str, ...]  # class names, index = class id
-    imgsz: int = 320
+    imgsz: int | tuple[int, int] = 320  # square side, or (height, width)
     strides: tuple[int, ...] = (8, 16)
     max_objects: int = 3  # padding size of the per-image target array
     level_split: tuple[float, ...] = (48,)  # longer side (input px) above which an object moves up a level
     widths: tuple[int, ...] = (16, 32, 64, 128)  # stem (2), then one per level
+    stage_depth: tuple[int, ...] = ()  # 3x3 convs after each level's stride-2 conv; () = one per level
+    centre_inside: bool = False  # positives only on anchors within half a stride of the box too
+    flips: tuple[str, ...] = ("h", "v")  # training flips the scene allows: "h" horizontal, "v" vertical
+    photometric: float = 0.0  # training brightness gain +-, contrast offset +- a quarter of it
     version: str = "1.0.0"
     extra_metadata: dict = field(default_factory=dict)
 
@@ -72,8 +81,18 @@ class DetectorSpec:
         return len(self.names)
 
     @property
+    def hw(self) -> tuple[int, int]:
+        """Input (height, width)."""
+        return (self.imgsz, self.imgsz) if isinstance(self.imgsz, int) else (int(self.imgsz[0]), int(self.imgsz[1]))
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return tuple(self.stage_depth) or (1,) * len(self.strides)
+
+    @property
     def num_anchors(self) -> int:
-        return sum((self.imgsz // s) ** 2 for s in self.strides)
+        h, w = self.hw
+        return sum((h // s) * (w // s) for s in self.strides)
 
     def __post_init__(self):
         if tuple(self.strides) != tuple(8 * 2**i for i in range(len(self.strides))):
@@ -82,6 +101,12 @@ class DetectorSpec:
             raise ValueError("level_split needs one threshold fewer than strides")
         if len(self.widths) != 2 + len(self.strides):
             raise ValueError("widths: two stem widths, then one per level")
+        if len(self.depths) != len(self.strides):
+            raise ValueError("stage_depth: one per level")
+        if any(side % max(self.strides) for side in self.hw):
+            raise ValueError(f"input {self.hw} must be a multiple of the largest stride {max(self.strides)}")
+        if set(self.flips) - {"h", "v"}:
+            raise ValueError(f"flips: 'h' and/or 'v', got {self.flips}")
 
 
 # ------------------------------------------------------------------ data
@@ -90,19 +115,21 @@ class DetectorSpec:
 def letterbox_targets(spec: DetectorSpec, samples) -> tuple[np.ndarray, np.ndarray]:
     """samples: iterable of (bgr_image, [(class_id, (x1, y1, x2, y2)), ...]) in frame pixels.
 
-    Returns letterboxed RGB CHW uint8 images [n, 3, S, S] and targets [n, max_objects, 5]
-    (class, x1, y1, x2, y2 in input pixels; class -1 = padding).
+    Returns letterboxed (as the agent's in-graph letterbox does) RGB CHW uint8 images
+    [n, 3, H, W] and targets [n, max_objects, 5] (class, x1, y1, x2, y2 in input pixels;
+    class -1 = padding).
     """
     samples = list(samples)
-    n, s = len(samples), spec.imgsz
-    images = np.empty((n, 3, s, s), np.uint8)
+    n, (h, w) = len(samples), spec.hw
+    images = np.empty((n, 3, h, w), np.uint8)
     targets = np.zeros((n, spec.max_objects, 5), np.float32)
     targets[:, :, 0] = -1
     for i, (image, objects) in enumerate(samples):
-        padded, ratio, (left, top) = letterbox(image, s)
+        padded, lb = letterbox(image, (h, w))
         images[i] = padded[:, :, ::-1].transpose(2, 0, 1)
+        r, left, top = lb.scale, lb.pad_x, lb.pad_y
         for j, (cls, (x1, y1, x2, y2)) in enumerate(list(objects)[: spec.max_objects]):
-            targets[i, j] = (cls, x1 * ratio + left, y1 * ratio + top, x2 * ratio + left, y2 * ratio + top)
+            targets[i, j] = (cls, x1 * r + left, y1 * r + top, x2 * r + left, y2 * r + top)
     return images, targets
 
 
@@ -142,7 +169,8 @@ def build_model(spec: DetectorSpec):
             self.nc = nc
             self.stem = nn.Sequential(conv(3, a, 3, 2), conv(a, b, 3, 2), conv(b, b))  # stride 4
             ins = [b] + lw[:-1]
-            self.stages = nn.ModuleList(nn.Sequential(conv(ci, co, 3, 2), conv(co, co)) for ci, co in zip(ins, lw))
+            self.stages = nn.ModuleList(nn.Sequential(conv(ci, co, 3, 2), *(conv(co, co) for _ in range(depth)))
+                                        for ci, co, depth in zip(ins, lw, spec.depths))
             self.up = nn.Upsample(scale_factor=2, mode="nearest")
             self.fuses = nn.ModuleList(nn.Sequential(conv(lw[i] + lw[i + 1], lw[i], 1), conv(lw[i], lw[i]))
                                        for i in range(len(lw) - 1))
@@ -153,11 +181,12 @@ def build_model(spec: DetectorSpec):
                 nn.init.normal_(head[-1].weight, std=0.01)
                 head[-1].bias.data[4:] = prior
             anchors, strides = [], []
+            height, width = spec.hw
             for s in spec.strides:
-                g = spec.imgsz // s
-                ys, xs = torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij")
+                gh, gw = height // s, width // s
+                ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
                 anchors.append(torch.stack([xs, ys], 0).reshape(2, -1).float().add(0.5).mul(s))
-                strides.append(torch.full((1, g * g), float(s)))
+                strides.append(torch.full((1, gh * gw), float(s)))
             self.register_buffer("anchors", torch.cat(anchors, 1))  # [2, N] pixel centres
             self.register_buffer("strides", torch.cat(strides, 1))  # [1, N]
 
@@ -207,8 +236,10 @@ def assign(spec: DetectorSpec, model, targets):
         level = level + (longest > split).long()
     level_stride = torch.tensor(spec.strides, dtype=s.dtype)[level]  # [B, M, 1]
     level_ok = s == level_stride
-    inside = ((ax - cx).abs() <= s + 1e-3) & ((ay - cy).abs() <= s + 1e-3)
-    pos = inside & level_ok & (cls[..., None] >= 0)  # [B, M, N]
+    near = ((ax - cx).abs() <= s + 1e-3) & ((ay - cy).abs() <= s + 1e-3)
+    if spec.centre_inside:
+        near = near & (ax >= x1 - s / 2) & (ax <= x2 + s / 2) & (ay >= y1 - s / 2) & (ay <= y2 + s / 2)
+    pos = near & level_ok & (cls[..., None] >= 0)  # [B, M, N]
     area = torch.where(pos, (w * h).expand_as(pos), torch.full_like(pos, float("inf"), dtype=torch.float32))
     best = area.argmin(1)  # [B, N] smallest claiming object wins
     positive = pos.any(1)
@@ -258,42 +289,52 @@ def detection_loss(spec: DetectorSpec, model, images, targets):
 
 
 def augment(spec: DetectorSpec, images, targets, generator):
-    """Random horizontal / vertical flips (the letterbox padding is symmetric)."""
+    """Random flips of u8 images and their targets (spec.flips; the letterbox padding is symmetric)."""
     import torch
 
-    size = spec.imgsz
+    height, width = spec.hw
     b = images.shape[0]
-    hflip = torch.rand(b, generator=generator) < 0.5
-    vflip = torch.rand(b, generator=generator) < 0.5
     images = images.clone()
-    targets = targets.clone()
-    images[hflip] = images[hflip].flip(3)
-    images[vflip] = images[vflip].flip(2)
-    valid = targets[..., 0] >= 0
-    t = targets
-    hx = hflip[:, None] & valid
-    x1, x2 = t[..., 1].clone(), t[..., 3].clone()
-    t[..., 1] = torch.where(hx, size - x2, x1)
-    t[..., 3] = torch.where(hx, size - x1, x2)
-    vy = vflip[:, None] & valid
-    y1, y2 = t[..., 2].clone(), t[..., 4].clone()
-    t[..., 2] = torch.where(vy, size - y2, y1)
-    t[..., 4] = torch.where(vy, size - y1, y2)
+    t = targets.clone()
+    valid = t[..., 0] >= 0
+    for axis, dim, lo, hi, size in (("h", 3, 1, 3, width), ("v", 2, 2, 4, height)):
+        if axis not in spec.flips:
+            continue
+        flip = torch.rand(b, generator=generator) < 0.5
+        images[flip] = images[flip].flip(dim)
+        f = flip[:, None] & valid
+        a, c = t[..., lo].clone(), t[..., hi].clone()
+        t[..., lo] = torch.where(f, size - c, a)
+        t[..., hi] = torch.where(f, size - a, c)
     return images, t
 
 
+def photometric(x, amount: float, generator):
+    """Per-image brightness gain (1 +- amount) and offset (+- amount / 4) on float [0, 1] images, in place."""
+    import torch
+
+    b = x.shape[0]
+    gain = 1 + (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 2 * amount
+    bias = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * amount / 2
+    return x.mul_(gain).add_(bias).clamp_(0, 1)
+
+
 def train(spec: DetectorSpec, images_u8: np.ndarray, targets: np.ndarray, epochs: int, batch: int, lr: float,
-          seed: int, log=print, time_budget_s: float | None = None):
+          seed: int, log=print, time_budget_s: float | None = None, init_state: dict | None = None):
     """AdamW + warmup/cosine + EMA; returns the EMA model in eval mode.
 
-    time_budget_s (optional) stops early after the epoch that exceeds it (the cosine
-    schedule still assumes ``epochs``).
+    time_budget_s (optional): after each epoch the run is re-planned to the epochs that fit in
+    the budget at the speed measured so far (at most ``epochs``; see fit_epochs).
+    init_state (optional): a state_dict of an earlier run of the same spec to continue from
+    (a warm restart: a new warmup and cosine schedule).
     """
     import torch
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = build_model(spec)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -310,7 +351,8 @@ def train(spec: DetectorSpec, images_u8: np.ndarray, targets: np.ndarray, epochs
     warmup = min(150, total // 10)
     step = 0
     t0 = time.time()
-    for epoch in range(epochs):
+    epoch, max_epochs = 0, epochs
+    while epoch < epochs:
         model.train()
         order = torch.randperm(n, generator=generator)
         running = np.zeros(3)
@@ -318,6 +360,8 @@ def train(spec: DetectorSpec, images_u8: np.ndarray, targets: np.ndarray, epochs
             idx = order[k * batch : (k + 1) * batch]
             x, y = augment(spec, images_t[idx], targets_t[idx], generator)
             x = x.float().div_(255.0)
+            if spec.photometric > 0:
+                x = photometric(x, spec.photometric, generator)
             factor = (step + 1) / warmup if step < warmup else \
                 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
             for g in opt.param_groups:
@@ -338,13 +382,31 @@ def train(spec: DetectorSpec, images_u8: np.ndarray, targets: np.ndarray, epochs
                         v.copy_(msd[key])
             running += parts
         running /= max(steps_per_epoch, 1)
-        log(f"epoch {epoch + 1}/{epochs}: cls {running[0]:.3f} giou {running[1]:.3f} l1 {running[2]:.3f} "
+        epoch += 1
+        log(f"epoch {epoch}/{epochs}: cls {running[0]:.3f} giou {running[1]:.3f} l1 {running[2]:.3f} "
             f"lr {lr * factor:.2e} ({time.time() - t0:.0f}s)")
-        if time_budget_s is not None and time.time() - t0 > time_budget_s and epoch + 1 < epochs:
-            log(f"time budget {time_budget_s:.0f}s reached: stopping after epoch {epoch + 1}")
-            break
-    ema.epochs_run = epoch + 1
+        epochs = fit_epochs(epoch, epochs, time.time() - t0, time_budget_s, max_epochs, log)
+        total = steps_per_epoch * epochs
+    ema.epochs_run = epoch
     return ema.eval()
+
+
+def fit_epochs(done: int, planned: int, elapsed: float, budget_s: float | None, cap: int, log=print) -> int:
+    """How many epochs a run with a time budget should have, after `done` epochs took `elapsed` s.
+
+    The plan follows the speed measured so far (the machine is shared, so it changes), never
+    above `cap` (the epochs asked for) and never below done + 1 while time is left; the caller
+    re-plans its cosine schedule to the answer. Past the budget the run stops (returns `done`)."""
+    if budget_s is None:
+        return planned
+    if elapsed >= budget_s:
+        if done < planned:
+            log(f"time budget {budget_s:.0f}s reached: stopping after epoch {done}")
+        return done
+    fit = min(cap, max(done + 1, int(budget_s / (elapsed / done))))
+    if fit != planned:
+        log(f"time budget {budget_s:.0f}s: {fit} epochs fit at {elapsed / done:.0f}s each; schedule re-planned")
+    return fit
 
 
 # ------------------------------------------------------------------ export
@@ -361,7 +423,7 @@ def detector_metadata(spec: DetectorSpec, description: str, int8: bool | None = 
         "stride": max(spec.strides),
         "task": "detect",
         "batch": 1,
-        "imgsz": [spec.imgsz, spec.imgsz],
+        "imgsz": list(spec.hw),
         "names": {i: k for i, k in enumerate(spec.names)},
         "args": {"format": "openvino", "int8": ("int8" in description.lower()) if int8 is None else bool(int8)},
         **spec.extra_metadata,
@@ -388,19 +450,28 @@ def export_fp32(spec: DetectorSpec, model):
     import openvino as ov
     import torch
 
-    s = spec.imgsz
+    h, w = spec.hw
     model = model.eval()
     with torch.no_grad():
-        ov_model = ov.convert_model(model, example_input=torch.zeros(1, 3, s, s), input=[1, 3, s, s])
+        ov_model = ov.convert_model(model, example_input=torch.zeros(1, 3, h, w), input=[1, 3, h, w])
     ov_model.inputs[0].get_tensor().set_names({"images"})
     ov_model.outputs[0].get_tensor().set_names({"output0"})
     return ov_model
 
 
-def quantize_int8(ov_model, calib_inputs, ignored_types=("Sigmoid", "Exp", "Multiply", "Add", "Concat", "Clamp")):
+def head_output_convolutions(ov_model, nc: int) -> list[str]:
+    """Names of the last convolution of each head (4 + nc output channels: boxes and class logits)."""
+    return [op.get_friendly_name() for op in ov_model.get_ops() if op.get_type_name() == "Convolution"
+            and op.get_output_partial_shape(0)[1].is_static and op.get_output_partial_shape(0)[1].get_length() == 4 + nc]
+
+
+def quantize_int8(ov_model, calib_inputs, ignored_types=("Sigmoid", "Exp", "Multiply", "Add", "Concat", "Clamp"),
+                  keep_float: Sequence[str] = ()):
     """NNCF post-training INT8 of the convolutions, min/max activation ranges.
 
-    calib_inputs: list of model inputs ([1, 3, S, S] float32 RGB 0..1).
+    calib_inputs: list of model inputs ([1, 3, H, W] float32 RGB 0..1, see input_tensor).
+    keep_float: names of further operations to leave in float (e.g. head_output_convolutions:
+    the box regression loses localisation precision in INT8, which mAP@0.5:0.95 shows).
     """
     import nncf
 
@@ -409,7 +480,7 @@ def quantize_int8(ov_model, calib_inputs, ignored_types=("Sigmoid", "Exp", "Mult
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
-    ignored = nncf.IgnoredScope(types=list(ignored_types), validate=False)
+    ignored = nncf.IgnoredScope(types=list(ignored_types), names=list(keep_float), validate=False)
     # Rare objects cause rare large activations (in inspection most calibration parts are
     # good). The default estimator averages per-image extremes and clips them (boxes shrank
     # by a third and mAP@0.5 fell from 0.88 to 0.51 in the first inspection build); plain
@@ -422,6 +493,11 @@ def quantize_int8(ov_model, calib_inputs, ignored_types=("Sigmoid", "Exp", "Mult
 # ------------------------------------------------------------------ evaluation
 
 
+def input_tensor(spec: DetectorSpec, image: np.ndarray) -> np.ndarray:
+    """u8 BGR frame -> the model input [1, 3, H, W] float32 RGB 0..1, letterboxed (calibration)."""
+    return to_input(letterbox(image, spec.hw)[0])
+
+
 def evaluate_map(ir_path, samples, spec: DetectorSpec, conf: float = 0.001, iou: float = 0.6) -> dict:
     """mAP@0.5, mAP@0.5:0.95 and per-class AP@0.5 of an IR on samples (see letterbox_targets).
 
@@ -432,10 +508,10 @@ def evaluate_map(ir_path, samples, spec: DetectorSpec, conf: float = 0.001, iou:
     output = compiled.output(0)
     detections, ground_truth = [], []
     for image, objects in samples:
-        x, ratio, pad = preprocess(image, spec.imgsz)
-        raw = request.infer({0: x})[output]
+        padded, lb = letterbox(image, spec.hw)
+        raw = request.infer({0: to_input(padded)})[output]
         boxes, scores, classes = decode(raw, conf, iou)
-        detections.append((boxes_to_frame(boxes, ratio, pad, image.shape), scores, classes))
+        detections.append((lb.to_source(boxes, image.shape[1], image.shape[0]), scores, classes))
         objects = list(objects)
         ground_truth.append((np.array([b for _, b in objects], np.float32).reshape(-1, 4), None,
                              np.array([c for c, _ in objects], np.int64)))
@@ -460,6 +536,30 @@ def measure_latency(ir_path, shape, runs: int = 200, warmup: int = 20) -> dict:
     times = np.array(times)
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)),
             "mean_ms": float(times.mean())}
+
+
+def benchmark_app_fps(out: Path, name: str, seconds: int = 10, subdirs: Sequence[str] = ("fp32", "int8"),
+                      shape: str | None = None) -> dict:
+    """OpenVINO's own benchmark_app throughput (CPU, THROUGHPUT hint) of each IR under out, in FPS.
+
+    shape: benchmark_app's -shape for a dynamic input (a classifier: "[1,3,96,96]").
+    The INT8 / FP32 ratio goes on the card; absolute figures move with the load on the machine."""
+    import re
+    import subprocess
+    import sys
+
+    tool = Path(sys.executable).with_name("benchmark_app")
+    result = {}
+    for sub in subdirs:
+        xml = Path(out) / sub / f"{name}.xml"
+        cmd = [str(tool), "-m", str(xml), "-d", "CPU", "-hint", "throughput", "-t", str(seconds)]
+        run = subprocess.run(cmd + (["-shape", shape] if shape else []), capture_output=True, text=True,
+                             timeout=seconds * 10 + 120)
+        found = re.search(r"Throughput:\s+([0-9.]+)\s*FPS", run.stdout)
+        if run.returncode != 0 or not found:
+            raise RuntimeError(f"benchmark_app failed on {xml}: {run.stderr.strip()[-500:] or run.stdout[-500:]}")
+        result[sub] = float(found.group(1))
+    return result
 
 
 # ------------------------------------------------------------------ files and cards
@@ -488,6 +588,40 @@ def files_table(files: dict) -> list[str]:
     lines = ["| file | bytes | sha256 |", "|---|---|---|"]
     for name, info in files.items():
         lines.append(f"| {name} | {info['bytes']} | `{info['sha256']}` |")
+    return lines
+
+
+def rebuild_args(argv: Sequence[str], drop: Sequence[str] = ("--out", "--det-save")) -> str:
+    """The command-line options of a build as a card's rebuild command should show them: without
+    the options that only say where this run wrote (the rebuild writes to the default folders)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in drop:
+            skip = True
+        elif not any(a.startswith(d + "=") for d in drop):
+            kept.append(a)
+    return (" " + " ".join(kept)) if kept else ""
+
+
+REBUILD_NOTE = ("Training is seeded, but CPU kernels are not bit-exact across machines: a rebuild gives close "
+                "metrics, not identical bytes.")
+
+
+def files_and_rebuild_md(card: dict) -> list[str]:
+    """The Files (bytes, sha256) and Rebuild (command) sections of a CARD.md."""
+    return ["## Files", "", *files_table(card["files"]), "", "## Rebuild", "", "```", card["rebuild_command"], "```", ""]
+
+
+def map_table_md(fp: dict, q: dict, classes: Sequence[str] = ()) -> list[str]:
+    """CARD.md table head and mAP rows, FP32 beside INT8 (evaluate_map results), per-class AP@0.5 for `classes`."""
+    lines = ["| | FP32 | INT8 |", "|---|---|---|",
+             f"| mAP@0.5 | {fp['map50']:.4f} | {q['map50']:.4f} |",
+             f"| mAP@0.5:0.95 | {fp['map50_95']:.4f} | {q['map50_95']:.4f} |"]
+    for k in classes:
+        lines.append(f"| AP@0.5 {k} | {fp['ap50_per_class'].get(k, float('nan')):.4f} | "
+                     f"{q['ap50_per_class'].get(k, float('nan')):.4f} |")
     return lines
 
 

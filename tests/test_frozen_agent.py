@@ -18,6 +18,7 @@ from hw_sim.plc import SimPlc
 from hw_sim.scene import PartRenderer
 
 PERIOD_S = 0.3
+CAMERA_S = 0.12
 BELT = BeltSettings(parts_per_minute=60 / PERIOD_S, belt_speed_mps=0.5, reject_distance_m=0.3)
 
 
@@ -33,7 +34,9 @@ def wait_until(condition, timeout: float, step: float = 0.01) -> bool:
 @pytest.mark.timeout(180)
 def test_sigstop_faults_the_line_and_no_part_across_the_freeze_passes(tmp_path, broker):
     good = encode_jpeg(PartRenderer(seed=5, defect_rate=0.0).render().image)
-    with SimPlc(heartbeat_timeout_s=1.5) as plc, SimCamera() as camera:
+    # A slow camera (each snapshot takes CAMERA_S) keeps every inspection in flight for a while, so a freeze
+    # aimed at the middle of that window catches one whatever the machine's load.
+    with SimPlc(heartbeat_timeout_s=1.5) as plc, SimCamera(latency_s=CAMERA_S) as camera:
         camera.show(good)  # every part is good: each one passes unless the fail-safe says otherwise
         config = agent_config(broker, plc, camera, DEFAULT_MODEL, card_threshold(), outbox=tmp_path / "outbox.db",
                               belt=BELT)
@@ -45,13 +48,12 @@ def test_sigstop_faults_the_line_and_no_part_across_the_freeze_passes(tmp_path, 
         try:
             assert wait_until(lambda: len(plc.results()) >= 8 and not plc.heartbeat_faulted
                               and plc.read_holding(108, 1)[0] > 2, 90), "the agent never got going"
-            # Freeze just after a trigger, so one inspection is caught in flight: the interval trigger
-            # fires on a fixed grid, and a result lands a few ms after its trigger.
-            arrivals = [r.t_mono for r in plc.results()]
-            phase = min(t % PERIOD_S for t in arrivals[-6:]) - 0.004
-            now = time.monotonic()
-            stop_at = now - (now % PERIOD_S) + phase + PERIOD_S
-            stop_at += PERIOD_S if stop_at < now + 0.05 else 0
+            # Freeze inside an inspection: the interval trigger fires on a fixed grid, and a result lands
+            # CAMERA_S plus a few ms after its trigger; aim at half the camera's latency after the trigger.
+            last = plc.results()[-1].t_mono
+            stop_at = last - CAMERA_S / 2
+            while stop_at < time.monotonic() + 0.05:
+                stop_at += PERIOD_S
             time.sleep(stop_at - time.monotonic())
             before = len(plc.results())
             proc.send_signal(signal.SIGSTOP)

@@ -1,9 +1,13 @@
 """The shipped defect-severity classifier still meets its target on renders it has never seen.
 
 Loads the committed FP32 and INT8 IRs through the agent's own ``Classifier`` and
-``Cascade`` (crops: box + 4 px, at least 16 px, from the full frame; no training) and
-scores them on PartRenderer seed 29000, which models/build_severity.py never uses
-(training 21000+, calibration 22000, evaluation 23000).
+``Cascade`` (crops as the model's metadata.yaml says: a fixed window of source pixels
+centred on the box; no training) and scores them on PartRenderer seed 29000, which
+models/build_severity.py never uses (training 21000+, calibration 22000, evaluation 23000).
+
+Under the simulator's grading spec (the default renderer: a tolerance band between grades,
+hw_sim.scene.GRADE_TOLERANCE) the target is top-1 >= 98 %. Without the band, defects drawn
+right at a boundary are ambiguous by construction; a floor guards that level too.
 """
 
 from __future__ import annotations
@@ -23,14 +27,7 @@ TEST_SEED = 29000
 N_PARTS = 400  # every render carries 1-3 defects: about 600 crops
 
 
-@pytest.fixture(scope="module")
-def parts():
-    renderer = PartRenderer(seed=TEST_SEED, defect_rate=1.0)
-    return [renderer.render() for _ in range(N_PARTS)]
-
-
-@pytest.fixture(scope="module")
-def accuracy(parts):
+def _top1(parts) -> dict:
     for sub in ("fp32", "int8"):
         if not any((MODEL_DIR / sub).glob("*.xml")):
             pytest.fail(f"{MODEL_DIR / sub} has no IR: run .venv/bin/python models/build_severity.py")
@@ -39,6 +36,7 @@ def accuracy(parts):
         classifier = Classifier(MODEL_DIR / name)
         assert list(classifier.info.names.values()) == list(SEVERITIES)
         cascade = Cascade(classifier)
+        assert cascade.crop.mode == "context"
         correct = total = 0
         for part in parts:
             dets = [Detection(0, d.kind, 1.0, tuple(float(v) for v in d.box)) for d in part.defects]
@@ -46,30 +44,41 @@ def accuracy(parts):
                 correct += out.classification[0] == d.severity
                 total += 1
         results[name] = (correct / total, total)
+    print(f"severity top-1 on seed {TEST_SEED}: " + ", ".join(f"{k} {v[0]:.4f} of {v[1]}" for k, v in results.items()))
     return results
 
 
-# The issue's target (top-1 >= 98 %) is NOT met by the shipped model (about 90 %; see
-# models/inspection-severity/CARD.md: severity ranges meet at their edges and the agent's
-# stretch-resize of the crop removes absolute size). Strict xfail: when a rebuild meets the
-# target this fails and the marker must go.
+@pytest.fixture(scope="module")
+def accuracy():
+    renderer = PartRenderer(seed=TEST_SEED, defect_rate=1.0)  # the grading spec, with its tolerance band
+    return _top1([renderer.render() for _ in range(N_PARTS)])
+
+
+@pytest.fixture(scope="module")
+def accuracy_without_band():
+    renderer = PartRenderer(seed=TEST_SEED, defect_rate=1.0, grade_tolerance=0.0)
+    return _top1([renderer.render() for _ in range(N_PARTS)])
+
+
+def _assert_top1(result, precision: str, floor: float) -> None:
+    top1, total = result[precision]
+    assert total >= 400
+    assert top1 >= floor, (precision, top1, total)
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="severity top-1 target 0.98 not met by the shipped model (~0.90); see CARD.md")
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_severity_top1_target(accuracy, precision):
-    top1, total = accuracy[precision]
-    assert top1 >= 0.98, (precision, top1, total)
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_severity_top1_no_regression(accuracy, precision):
-    """Guards the shipped model's measured level (0.90 on this seed) against regressions."""
-    top1, total = accuracy[precision]
-    assert total >= 400
-    assert top1 >= 0.87, (precision, top1, total)
+    _assert_top1(accuracy, precision, 0.98)
 
 
 @pytest.mark.timeout(120)
 def test_int8_close_to_fp32(accuracy):
     assert accuracy["int8"][0] >= accuracy["fp32"][0] - 0.01, accuracy
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_severity_without_band_no_regression(accuracy_without_band, precision):
+    """Borderline defects included: the shipped model measures ~0.97 (0.974 on the evaluation seed)."""
+    _assert_top1(accuracy_without_band, precision, 0.95)

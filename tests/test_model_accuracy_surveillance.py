@@ -56,6 +56,8 @@ def detection():
                                np.array([d.score for d in dets], np.float32),
                                np.array([d.class_id for d in dets], np.int64)))
         results[precision] = mean_average_precision(detections, ground_truth, len(CLASSES), names=CLASSES)
+    print("surveillance-detector on seed {}: {}".format(DET_TEST_SEED, {p: (round(r["map50"], 4), round(r["map50_95"], 4))
+                                                                       for p, r in results.items()}))
     return results
 
 
@@ -77,12 +79,10 @@ def classification():
                 correct += d.classification[0] == o.subtype
                 total += 1
         results[precision] = {"top1": correct / max(total, 1), "crops": total}
+    print(f"vehicle-types top-1 on seed {CLS_TEST_SEED}: {results}")
     return results
 
 
-# surveillance-detector 1.0.0 measures mAP@0.5 ~0.91 (see its CARD.md): the 0.95 target is not met yet.
-# strict: once a rebuild meets the target this xfail turns into a failure, so remove the marker then.
-@pytest.mark.xfail(strict=True, reason="surveillance-detector 1.0.0 is below the mAP@0.5 0.95 target (~0.91)")
 @pytest.mark.timeout(120)
 def test_detector_map50_target(detection):
     for precision in ("fp32", "int8"):
@@ -90,11 +90,10 @@ def test_detector_map50_target(detection):
 
 
 @pytest.mark.timeout(120)
-def test_detector_no_regression(detection):
-    # Floor below the shipped model (card: 0.907 on seed 13000; 0.877 on this seed, 200 frames):
-    # catches a broken IR, preprocessing or decoder, not the missing accuracy.
+def test_detector_map50_95_no_regression(detection):
+    # surveillance-detector 2.0 measures mAP@0.5:0.95 ~0.80 (card: 0.806 / 0.804 on seed 13000).
     for precision in ("fp32", "int8"):
-        assert detection[precision]["map50"] >= 0.85, (precision, detection[precision])
+        assert detection[precision]["map50_95"] >= 0.75, (precision, detection[precision])
 
 
 @pytest.mark.timeout(120)

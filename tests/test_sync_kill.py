@@ -105,6 +105,12 @@ class Device:
     def sync_events(self, since: float = 0.0) -> list[dict]:
         return [m.json() for m in self.recorder.messages(f"{BASE}/sync/events") if m.t_mono >= since]
 
+    def wait_sync_event(self, outcome: str, since: float, timeout: float = 15.0) -> list[dict]:
+        """The sync events since `since`, once one with this outcome arrived (they come through the outbox)."""
+        self.recorder.wait_for(lambda ms: any(m.topic == f"{BASE}/sync/events" and m.t_mono >= since
+                                              and m.json()["outcome"] == outcome for m in ms), timeout=timeout)
+        return self.sync_events(since)
+
 
 @pytest.fixture
 def device(tmp_path) -> Iterator[Device]:
@@ -258,7 +264,7 @@ def test_a_crash_during_the_trial_reverts_and_a_clean_restart_does_not(device):
     device.start()
     device.wait_online()
     assert running(device) == 1 and active_on_disk(device.store) == 1
-    reverted = [e for e in device.sync_events(since) if e["outcome"] == "reverted"]
+    reverted = [e for e in device.wait_sync_event("reverted", since) if e["outcome"] == "reverted"]
     assert reverted and reverted[-1]["code"] == "crashed" and reverted[-1]["version"] == 2, device.sync_events(since)
     status = device.command("status")["data"]["sync"]
     assert status["failed"]["2"].startswith("the agent stopped uncleanly") and status["trial"] is None

@@ -212,16 +212,17 @@ class HttpAction:
             else:
                 self._last_refusal = None
             return True
-        self.retries += 1
+        changed = self._failures == 0 or answer.error != self.last_error
+        self.last_error = answer.error
         self._failures += 1
         wait_call = max(self._backoff.delay(call.attempts, self._rng), answer.retry_after_s or 0.0)
         wait_target = max(self._backoff.delay(self._failures - 1, self._rng), answer.retry_after_s or 0.0)
         self._store(self._calls.retry_later, call.id, self._clock() + wait_call, answer.error or "")
         self._blocked_until = time.monotonic() + wait_target
-        if self._failures == 1 or answer.error != self.last_error:
+        if changed:
             log.warning("HTTP action %s: %s; calls waiting in the outbox: %d; next attempt in %.2f s", self.target,
                         answer.error, self._calls.counters(self.target)["pending"], wait_target)
-        self.last_error = answer.error
+        self.retries += 1  # last: whoever sees the retry counted also sees its error
         return False
 
     def post(self, call: HttpCall) -> Answer:

@@ -513,6 +513,11 @@ class Outbox:
         self._append(line, EVENT, topics.event(line), _json_bytes(event), None, http_targets,
                      str(event.get("event_id", "")))
 
+    def publish_message(self, stream: str, subtopic: str, body: dict) -> None:
+        """Durable JSON on another subtopic than a line's events (e.g. sync/events). `stream` takes
+        the place of the line for `seq` and the counters; give it a name no line can have (`@sync`)."""
+        self._append(stream, EVENT, subtopic, _json_bytes(body), None)
+
     def publish_crop(self, line: str, event_id: str, index: int, jpeg: bytes, meta: dict) -> None:
         props = json.dumps([[str(k), str(v)] for k, v in meta.items()], separators=(",", ":"), ensure_ascii=False)
         self._append(line, CROP, topics.crop(line, event_id, index), bytes(jpeg), props)
