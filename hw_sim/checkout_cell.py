@@ -65,6 +65,7 @@ class CheckoutSettings:
     gap_s: float = 1.0  # after the platter is cleared, before the next basket
     result_timeout_s: float = 5.0  # a basket without a POS call by then is counted missing
     log_level: str = "WARNING"
+    sync: dict | None = None  # the agent config's `sync` section (hw_sim.cloud serves it); None: no sync
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,7 @@ def agent_config(workdir: Path, broker: MosquittoBroker, camera: SimCamera, scal
                  "poll_interval_ms": settings.poll_interval_ms, "reply_timeout_ms": 300}]},
             "webhooks": [{"name": "pos", "url": pos.url, "timeout_ms": 1000, "backoff_ms": 100, "backoff_max_ms": 2000}],
         }},
+        **({"sync": settings.sync} if settings.sync is not None else {}),
     }
 
 
