@@ -29,6 +29,7 @@ _CHUNK = 65536
 _MAX_BUFFERED = 1 << 20  # per direction; past this the proxy stops reading (TCP back-pressure)
 _TICK_S = 0.05
 _CONNECT_TIMEOUT_S = 2.0
+_FLUSH_TIMEOUT_S = 1.0  # a clean close forwards what is still buffered for this long at most
 
 
 def _reset(sock: socket.socket) -> None:
@@ -181,6 +182,7 @@ class NetProxy:
                     if events & selectors.EVENT_READ:
                         data = sock.recv(_CHUNK)
                         if not data:
+                            self._flush(pipe.peer(sock), pipe)
                             self._close_pipe(pipe, reset=False)
                             continue
                         pipe.outgoing(pipe.peer(sock)).extend(data)
@@ -239,6 +241,18 @@ class NetProxy:
             return True
         except KeyError:
             return False
+
+    def _flush(self, sock: socket.socket, pipe: _Pipe) -> None:
+        """Before a clean close: what the closing side sent last (an MQTT DISCONNECT, say) still
+        reaches its peer, as it would without the proxy."""
+        out = pipe.outgoing(sock)
+        try:
+            sock.settimeout(_FLUSH_TIMEOUT_S)
+            sock.sendall(out)
+            self.bytes_forwarded += len(out)
+        except OSError:  # the peer is gone too: nothing to deliver to
+            self.resets += 1
+        out.clear()
 
     def _close_pipe(self, pipe: _Pipe, reset: bool) -> None:
         if pipe in self._pipes:
