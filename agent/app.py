@@ -465,7 +465,7 @@ class App:
         the device and the resize."""
         model = config.models[name]
         return Model(path, device=model.device, performance_hint=hint, cache_dir=config.model_cache_dir,
-                     resize=model.resize)
+                     resize=model.resize, precision=model.precision)
 
     def _model_info(self, line_models: dict[str, tuple]) -> dict:
         info = {}

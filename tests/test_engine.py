@@ -82,6 +82,15 @@ def test_in_graph_letterbox_matches_cv2_letterbox(detector, parts):
     assert compared > 0
 
 
+def _same_detections(got, want) -> int:
+    """Same labels in the same order, boxes within 3 px, scores within 0.05; how many compared."""
+    assert [d.label for d in got] == [d.label for d in want]
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.box, b.box, atol=3.0)
+        assert abs(a.score - b.score) < 0.05
+    return len(got)
+
+
 def test_host_and_graph_resize_agree(parts):
     """cv2 on the host (the CPU default) and OpenVINO's in-graph resize give the same detections."""
     host = Detector(Model(DEFAULT_MODEL, resize="host"))
@@ -90,13 +99,27 @@ def test_host_and_graph_resize_agree(parts):
     compared = 0
     for part in parts:
         for frame in (part.image, cv2.resize(part.image, (1280, 720))):
-            got, want = host.detect(frame, 0.3), graph.detect(frame, 0.3)
-            assert [d.label for d in got] == [d.label for d in want]
-            for a, b in zip(got, want):
-                np.testing.assert_allclose(a.box, b.box, atol=3.0)
-                assert abs(a.score - b.score) < 0.05
-                compared += 1
+            compared += _same_detections(host.detect(frame, 0.3), graph.detect(frame, 0.3))
     assert compared > 0
+
+
+def test_precision_f32_compiles_in_f32_and_agrees_with_the_default(parts):
+    """precision f32 reaches the compiled model (on a bf16 CPU the default would run the FP32 IR in
+    bf16); the default precision gives the same detections within bf16's error."""
+    fp32_ir = DEFAULT_MODEL.parent / "fp32"  # the shipped detector's FP32 IR, beside the INT8 one
+    exact = Detector(Model(fp32_ir, precision="f32"))
+    default = Detector(Model(fp32_ir))
+    compiled = exact.model.compiled((480, 640))
+    assert compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() == "f32"
+    compared = 0
+    for part in parts:
+        compared += _same_detections(default.detect(part.image, 0.3), exact.detect(part.image, 0.3))
+    assert compared > 0
+
+
+def test_unknown_precision_is_a_clear_error():
+    with pytest.raises(ModelLoadError, match="unknown inference precision 'int4'"):
+        Model(DEFAULT_MODEL, precision="int4")
 
 
 def test_unknown_resize_mode_is_a_clear_error():

@@ -142,6 +142,9 @@ class ModelConfig(Strict):
     # than OpenVINO's in-graph Interpolate there), in the graph for GPU/NPU. Padding, colour order,
     # layout and scaling always run in the graph.
     resize: Literal["auto", "graph", "host"] = "auto"
+    # What layers that are not quantised run in: auto = the device's choice (a CPU with AVX-512
+    # BF16 or AMX runs an FP32 IR in bf16, faster, slightly less exact); f32 keeps FP32.
+    precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
 
 
 class HttpSnapshotCamera(Strict):

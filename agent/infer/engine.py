@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 HINTS = ("LATENCY", "THROUGHPUT")
 RESIZE_MODES = ("auto", "graph", "host")
+PRECISIONS = ("auto", "f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT; auto: the device default
 _MAX_COMPILED = 4  # distinct (resolution, batch) variants kept per model
 
 
@@ -112,13 +113,27 @@ def _check_ir_xml(xml: Path) -> None:
         raise ModelLoadError(f"{xml}: not an OpenVINO IR (root element <{root.tag}>, expected <net>)")
 
 
+def cpu_precisions() -> tuple[list[str], str]:
+    """The CPU plugin's OPTIMIZATION_CAPABILITIES (e.g. FP32, INT8, BF16) and the precision it runs
+    layers that are not quantised in by default ("f32", or "bf16" on AVX-512 BF16 / AMX)."""
+    import openvino as ov
+
+    core = ov.Core()
+    default = core.get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
+    return list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")), default
+
+
 class Model:
     """One model file on one device. Reads and checks it at once; compiles on demand."""
 
     def __init__(self, path: str | Path, device: str = "CPU", performance_hint: str = "LATENCY",
-                 cache_dir: Path | None = None, adapter: str = "auto", resize: str = "auto"):
+                 cache_dir: Path | None = None, adapter: str = "auto", resize: str = "auto",
+                 precision: str = "auto"):
         """resize: "graph" (OpenVINO resizes inside the compiled model), "host" (cv2 resizes the
-        u8 frame before inference), "auto" (host on CPU, graph on accelerators)."""
+        u8 frame before inference), "auto" (host on CPU, graph on accelerators).
+
+        precision: what the layers that are not quantised run in. "auto" is the device's choice:
+        on a CPU with AVX-512 BF16 or AMX, OpenVINO runs an FP32 IR in bf16. "f32" keeps FP32."""
         import openvino as ov
 
         if device not in DEVICES and not device.startswith(("AUTO:", "HETERO:", "MULTI:", "GPU.")):
@@ -127,6 +142,8 @@ class Model:
             raise ModelLoadError(f"unknown performance hint {performance_hint!r} (use LATENCY or THROUGHPUT)")
         if resize not in RESIZE_MODES:
             raise ModelLoadError(f"unknown resize mode {resize!r} (use one of {', '.join(RESIZE_MODES)})")
+        if precision not in PRECISIONS:
+            raise ModelLoadError(f"unknown inference precision {precision!r} (use one of {', '.join(PRECISIONS)})")
         self.host_resize = resize == "host" or (resize == "auto" and device == "CPU")
         self._ov = ov
         self._core = ov.Core()
@@ -134,6 +151,8 @@ class Model:
         self.device = device
         self.hint = performance_hint
         self._config: dict = {"PERFORMANCE_HINT": performance_hint}
+        if precision != "auto":
+            self._config["INFERENCE_PRECISION_HINT"] = precision
         if cache_dir is not None:
             Path(cache_dir).mkdir(parents=True, exist_ok=True)
             self._config["CACHE_DIR"] = str(cache_dir)
