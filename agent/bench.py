@@ -20,7 +20,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .infer.engine import AsyncDetector, Detector, Model
+from .infer.engine import AsyncDetector, Detector, Model, cpu_precisions
+
+
+def model_rows(int8: Path, fp32: Path | None) -> list[tuple[str, Path, str]]:
+    """(row name, IR, precision) to measure: the INT8 IR as deployed, the FP32 IR kept in f32, and,
+    on a CPU that runs FP32 IRs in bf16 by default, the FP32 IR as deployed too ("fp32/bf16")."""
+    rows = [("int8", int8, "auto")]
+    if fp32 is not None:
+        rows.append(("fp32", fp32, "f32"))
+        default = cpu_precisions()[1]
+        if default != "f32":
+            rows.append((f"fp32/{default}", fp32, "auto"))
+    return rows
 
 
 def _frames(images: Path | None, count: int = 32) -> list[np.ndarray]:
@@ -35,20 +47,23 @@ def _frames(images: Path | None, count: int = 32) -> list[np.ndarray]:
     return [np.roll(base, i * 7, axis=1) for i in range(count)]
 
 
-def benchmark_app_fps(xml: Path, hint: str, seconds: int) -> float | None:
-    """FPS that OpenVINO's benchmark_app reports for this IR on CPU with `hint`."""
+def benchmark_app_fps(xml: Path, hint: str, seconds: int, precision: str = "auto") -> float | None:
+    """FPS that OpenVINO's benchmark_app reports for this IR on CPU with `hint` (and
+    `-infer_precision`, unless precision is auto)."""
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     if not Path(exe).exists():
         return None
-    result = subprocess.run([exe, "-m", str(xml), "-d", "CPU", "-hint", hint, "-t", str(seconds)],
+    extra = [] if precision == "auto" else ["-infer_precision", precision]
+    result = subprocess.run([exe, "-m", str(xml), "-d", "CPU", "-hint", hint, "-t", str(seconds), *extra],
                             capture_output=True, text=True, timeout=seconds + 120)
     match = re.search(r"Throughput:\s*([\d.]+)\s*FPS", result.stdout)
     return float(match.group(1)) if match else None
 
 
-def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: float = 0.25, resize: str = "auto") -> float:
+def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: float = 0.25, resize: str = "auto",
+                 precision: str = "auto") -> float:
     """Sustained frames/s through the agent's async path: preprocess, infer, decode + NMS."""
-    model = Model(xml, performance_hint="THROUGHPUT", resize=resize)
+    model = Model(xml, performance_hint="THROUGHPUT", resize=resize, precision=precision)
     done = [0]
     lock = threading.Lock()
 
@@ -70,10 +85,11 @@ def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: floa
     return done[0] / (time.perf_counter() - started)
 
 
-def pipeline_latency_ms(xml: Path, frames: list[np.ndarray], runs: int = 300, conf: float = 0.25) -> dict[str, list[float]]:
+def pipeline_latency_ms(xml: Path, frames: list[np.ndarray], runs: int = 300, conf: float = 0.25,
+                        precision: str = "auto") -> dict[str, list[float]]:
     """Per-frame latency, LATENCY hint, one frame at a time, by stage: JPEG decode of the camera
     frame, preprocess (host resize), infer (in-graph pad/colour/scale + the network), decode + NMS."""
-    detector = Detector(xml, performance_hint="LATENCY")
+    detector = Detector(Model(xml, performance_hint="LATENCY", precision=precision))
     model = detector.model
     jpegs = [cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 90])[1] for f in frames]
     for frame in frames[:5]:
@@ -100,20 +116,24 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def run(models: list[tuple[str, Path]], seconds: int, images: Path | None, out=sys.stdout, rounds: int = 3) -> dict:
+def run(models: list[tuple[str, Path, str]], seconds: int, images: Path | None, out=sys.stdout, rounds: int = 3) -> dict:
+    """models: (row name, IR, precision), e.g. from model_rows."""
     frames = _frames(images)
-    out.write(f"CPU: {os.cpu_count()} cores; frames {frames[0].shape[1]}x{frames[0].shape[0]}; "
+    capabilities, default = cpu_precisions()
+    out.write(f"CPU: {os.cpu_count()} cores, OpenVINO capabilities {' '.join(capabilities)}, layers that are not "
+              f"quantised run in {default} by default; frames {frames[0].shape[1]}x{frames[0].shape[0]}; "
               f"medians of {rounds} interleaved rounds of {seconds} s per figure\n\n")
     table = {}
-    for name, xml in models:
+    for name, xml, precision in models:
         # Interleaved rounds, medians: a load change on a shared machine then hits every figure alike.
         rounds_of: dict[str, list[float]] = {}
         for _ in range(rounds):
             for key, measure in (
-                ("benchmark_app_throughput_fps", lambda: benchmark_app_fps(xml, "throughput", seconds)),
-                ("pipeline_fps", lambda: pipeline_fps(xml, frames, seconds)),
-                ("benchmark_app_latency_fps", lambda: benchmark_app_fps(xml, "latency", seconds)),
-                ("pipeline_graph_resize_fps", lambda: pipeline_fps(xml, frames, seconds, resize="graph")),
+                ("benchmark_app_throughput_fps", lambda: benchmark_app_fps(xml, "throughput", seconds, precision)),
+                ("pipeline_fps", lambda: pipeline_fps(xml, frames, seconds, precision=precision)),
+                ("benchmark_app_latency_fps", lambda: benchmark_app_fps(xml, "latency", seconds, precision)),
+                ("pipeline_graph_resize_fps", lambda: pipeline_fps(xml, frames, seconds, resize="graph",
+                                                                   precision=precision)),
             ):
                 value = measure()
                 if value is not None:
@@ -122,32 +142,33 @@ def run(models: list[tuple[str, Path]], seconds: int, images: Path | None, out=s
             "benchmark_app_throughput_fps", "benchmark_app_latency_fps", "pipeline_fps", "pipeline_graph_resize_fps")}
         row["pipeline_ratio_per_round"] = [p / b for p, b in zip(rounds_of.get("pipeline_fps", []),
                                                                  rounds_of.get("benchmark_app_throughput_fps", []))]
-        stages = pipeline_latency_ms(xml, frames)
+        stages = pipeline_latency_ms(xml, frames, precision=precision)
         row["latency_p50_ms"], row["latency_p99_ms"] = _pct(stages["total"], 50), _pct(stages["total"], 99)
         row["stages_p50_ms"] = {key: _pct(values, 50) for key, values in stages.items() if key != "total"}
         table[name] = row
-    header = (f"{'model':<6} {'benchmark_app tput':>19} {'benchmark_app lat':>18} {'pipeline':>10} {'ratio':>6} "
+    header = (f"{'model':<9} {'benchmark_app tput':>19} {'benchmark_app lat':>18} {'pipeline':>10} {'ratio':>6} "
               f"{'graph resize':>13} {'ratio':>6} {'latency p50/p99':>18}")
     out.write(header + "\n" + "-" * len(header) + "\n")
     fmt = lambda v: f"{v:.1f} FPS" if v else "n/a"  # noqa: E731
     for name, row in table.items():
         bapp = row["benchmark_app_throughput_fps"]
         ratio = lambda v: f"{v / bapp:.2f}" if bapp else "n/a"  # noqa: E731
-        out.write(f"{name:<6} {fmt(bapp):>19} {fmt(row['benchmark_app_latency_fps']):>18} "
+        out.write(f"{name:<9} {fmt(bapp):>19} {fmt(row['benchmark_app_latency_fps']):>18} "
                   f"{fmt(row['pipeline_fps']):>10} {ratio(row['pipeline_fps']):>6} "
                   f"{fmt(row['pipeline_graph_resize_fps']):>13} {ratio(row['pipeline_graph_resize_fps']):>6} "
                   f"{row['latency_p50_ms']:>7.2f} / {row['latency_p99_ms']:.2f} ms\n")
     for name, row in table.items():
         ratios = ", ".join(f"{r:.2f}" for r in row["pipeline_ratio_per_round"])
-        out.write(f"{name:<6} pipeline / benchmark_app throughput, per round: {ratios}\n")
+        out.write(f"{name:<9} pipeline / benchmark_app throughput, per round: {ratios}\n")
     out.write("\nper-frame latency p50 by stage (ms): JPEG decode, preprocess (host resize), infer, decode + NMS\n")
     for name, row in table.items():
-        out.write(f"{name:<6} " + "  ".join(f"{k} {v:.3f}" for k, v in row["stages_p50_ms"].items()) + "\n")
-    if "int8" in table and "fp32" in table:
-        def speedup(key):
-            a, b = table["int8"][key], table["fp32"][key]
-            return f"{a / b:.2f}x" if a and b else "n/a"
-        out.write(f"\nINT8 vs FP32: benchmark_app throughput {speedup('benchmark_app_throughput_fps')}, "
-                  f"pipeline throughput {speedup('pipeline_fps')}, "
-                  f"latency p50 {table['fp32']['latency_p50_ms'] / table['int8']['latency_p50_ms']:.2f}x\n")
+        out.write(f"{name:<9} " + "  ".join(f"{k} {v:.3f}" for k, v in row["stages_p50_ms"].items()) + "\n")
+    if "int8" in table:
+        out.write("\n")
+        for other in [name for name in table if name.startswith("fp32")]:
+            a, b = table["int8"], table[other]
+            speedup = lambda key: f"{a[key] / b[key]:.2f}x" if a[key] and b[key] else "n/a"  # noqa: E731
+            out.write(f"INT8 vs {other.upper()}: benchmark_app throughput {speedup('benchmark_app_throughput_fps')}, "
+                      f"pipeline throughput {speedup('pipeline_fps')}, "
+                      f"latency p50 {b['latency_p50_ms'] / a['latency_p50_ms']:.2f}x\n")
     return table

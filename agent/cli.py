@@ -244,9 +244,8 @@ def cmd_bench(args) -> int:
     from .infer.engine import ModelLoadError, _find_model_file
 
     try:
-        models = [("int8", _find_model_file(Path(args.model)))]
-        if args.fp32:
-            models.append(("fp32", _find_model_file(Path(args.fp32))))
+        models = bench.model_rows(_find_model_file(Path(args.model)),
+                                  _find_model_file(Path(args.fp32)) if args.fp32 else None)
     except ModelLoadError as exc:
         raise _model_error(exc) from None
     bench.run(models, args.seconds, args.images, rounds=args.rounds)

@@ -3,7 +3,8 @@
     .venv/bin/python -m hw_sim.bench_engine [--use-case inspection|checkout|surveillance|all] [--seconds 5] [--rounds 3]
 
 For each shipped detector it renders 32 frames of its own scene (640x480, the cameras'
-resolution) and runs agent.bench on its INT8 and FP32 IRs: OpenVINO's benchmark_app with the
+resolution) and runs agent.bench on its INT8 IR and its FP32 IR (kept in f32, and as deployed
+when the CPU runs FP32 in bf16 by default): OpenVINO's benchmark_app with the
 THROUGHPUT and LATENCY hints beside the agent's async pipeline (preprocess, infer, decode +
 NMS), in interleaved rounds. Real scenes matter for the NMS figure: random noise makes a
 detector fire on dozens of boxes, a conveyor part on a few.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import cv2
 
-from agent.bench import run
+from agent.bench import model_rows, run
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODELS = REPO_ROOT / "models"
@@ -53,8 +54,8 @@ def main() -> None:
             name = DETECTORS[case]
             print(f"== {case}: {name} on {case} scenes")
             frames = render_frames(case, Path(tmp) / case)
-            models = [(precision, MODELS / name / precision / f"{name}.xml") for precision in ("int8", "fp32")]
-            run(models, args.seconds, frames, rounds=args.rounds)
+            ir = {precision: MODELS / name / precision / f"{name}.xml" for precision in ("int8", "fp32")}
+            run(model_rows(ir["int8"], ir["fp32"]), args.seconds, frames, rounds=args.rounds)
             print()
 
 

@@ -543,7 +543,9 @@ def benchmark_app_fps(out: Path, name: str, seconds: int = 10, subdirs: Sequence
     """OpenVINO's own benchmark_app throughput (CPU, THROUGHPUT hint) of each IR under out, in FPS.
 
     shape: benchmark_app's -shape for a dynamic input (a classifier: "[1,3,96,96]").
-    The INT8 / FP32 ratio goes on the card; absolute figures move with the load on the machine."""
+    The INT8 / FP32 ratio goes on the card; absolute figures move with the load on the machine.
+    Both run with -infer_precision f32 (layers that are not quantised in f32): a CPU with AVX-512
+    BF16 or AMX would otherwise run the FP32 IR in bf16."""
     import re
     import subprocess
     import sys
@@ -552,7 +554,7 @@ def benchmark_app_fps(out: Path, name: str, seconds: int = 10, subdirs: Sequence
     result = {}
     for sub in subdirs:
         xml = Path(out) / sub / f"{name}.xml"
-        cmd = [str(tool), "-m", str(xml), "-d", "CPU", "-hint", "throughput", "-t", str(seconds)]
+        cmd = [str(tool), "-m", str(xml), "-d", "CPU", "-hint", "throughput", "-t", str(seconds), "-infer_precision", "f32"]
         run = subprocess.run(cmd + (["-shape", shape] if shape else []), capture_output=True, text=True,
                              timeout=seconds * 10 + 120)
         found = re.search(r"Throughput:\s+([0-9.]+)\s*FPS", run.stdout)
