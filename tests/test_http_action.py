@@ -281,7 +281,7 @@ def test_bounds_evict_the_oldest_calls_counted(cell, pos):
     assert [key for key, _ in cell.rows()] == [f"evt-{n:04d}" for n in range(7, 12)]
 
     size = len(json.dumps(_event(12), separators=(",", ":")))  # as large as each of the four below
-    cell.action(pos.url, target=f"{LINE}/small", max_bytes=3 * size)
+    cell.action(pos.url + "/small", target=f"{LINE}/small", max_bytes=3 * size)
     for n in range(12, 16):
         publisher.publish_event(LINE, _event(n))
     small = cell.assert_adds_up(f"{LINE}/small")
@@ -293,7 +293,12 @@ def test_bounds_evict_the_oldest_calls_counted(cell, pos):
     pos.start()
     wait_until(lambda: cell.store.http.counters(TARGET)["delivered"] == 5
                and cell.store.http.counters(f"{LINE}/small")["delivered"] == 3)
-    assert pos.applied() == {**{f"evt-{n:04d}": 1 for n in (11, 12)}, **{f"evt-{n:04d}": 2 for n in (13, 14, 15)}}
+    # What each action kept reached the POS, and nothing it evicted did. At least once, not exactly:
+    # on a loaded machine an answer can miss the 0.5 s timeout, and the retry repeats the same key.
+    delivered = {path: {r.key for r in pos.requests() if r.path == path and r.status is not None and r.status < 300}
+                 for path in ("/events", "/events/small")}
+    assert delivered == {"/events": {f"evt-{n:04d}" for n in range(11, 16)},
+                         "/events/small": {f"evt-{n:04d}" for n in (13, 14, 15)}}
 
 
 # -- the line's side -----------------------------------------------------------------------------------------
