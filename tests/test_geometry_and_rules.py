@@ -89,6 +89,28 @@ def test_nms_matches_the_textbook_loop_on_random_boxes():
         assert nms(boxes, scores, classes, 0.45, limit).tolist() == _reference_nms(boxes, scores, classes, 0.45, limit)
 
 
+@pytest.mark.parametrize("classes", [1, 3])
+def test_decode_yolov8_matches_the_textbook_decode(classes):
+    """The one-class and many-class paths: each anchor's best class, threshold, corners, NMS."""
+    rng = np.random.default_rng(classes)
+    for _ in range(100):
+        anchors = int(rng.integers(1, 300))
+        centre = rng.uniform(0, 320, (2, anchors))
+        size = rng.uniform(4, 60, (2, anchors))
+        scores = rng.permutation(anchors * classes).reshape(classes, anchors) / (anchors * classes)
+        output = np.concatenate([centre, size, scores])[None].astype(np.float32)
+        boxes, got_scores, class_ids = decode_yolov8(output, 0.6, 0.45, 20)
+        best, best_class = scores.max(axis=0), scores.argmax(axis=0)
+        kept = [a for a in range(anchors) if best[a] >= 0.6]
+        corners = [[centre[0, a] - size[0, a] / 2, centre[1, a] - size[1, a] / 2,
+                    centre[0, a] + size[0, a] / 2, centre[1, a] + size[1, a] / 2] for a in kept]
+        chosen = [kept[i] for i in _reference_nms(corners, best[kept], best_class[kept], 0.45, 20)]
+        assert class_ids.tolist() == best_class[chosen].tolist()
+        np.testing.assert_allclose(got_scores, best[chosen], rtol=1e-6)
+        np.testing.assert_allclose(boxes, np.array(corners).reshape(-1, 4)[[kept.index(a) for a in chosen]],
+                                   rtol=1e-5, atol=1e-4)
+
+
 def test_decode_yolov8_layout():
     # two anchors, two classes: [1, 4 + 2, 2]
     output = np.array([[[100, 10], [50, 10], [20, 4], [10, 4], [0.1, 0.2], [0.9, 0.01]]], np.float32)

@@ -187,6 +187,7 @@ class Model:
         self.spec: InputSpec = INPUT_SPECS[chosen]
         self._compiled: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self._letterboxes: dict[tuple[int, int], Letterbox] = {}
 
     def _read(self):
         if self.file.suffix == ".xml":
@@ -214,7 +215,11 @@ class Model:
         return [batch, height, width, 3] if self._layout == "NHWC" else [batch, 3, height, width]
 
     def letterbox_for(self, source_hw: tuple[int, int]) -> Letterbox:
-        return Letterbox.fit(source_hw, self.info.input_size)
+        key = tuple(source_hw)
+        box = self._letterboxes.get(key)
+        if box is None:  # per frame on the hot path: computed once per source size
+            box = self._letterboxes[key] = Letterbox.fit(key, self.info.input_size)
+        return box
 
     def resized_hw(self, source_hw: tuple[int, int]) -> tuple[int, int]:
         """The size a source frame is scaled to before padding (the model input for "stretch")."""
@@ -376,10 +381,9 @@ class Detector:
         else:
             boxes, scores, class_ids = decode_ssd(output, conf_threshold, self.max_detections)
             boxes = boxes * np.array([width, height, width, height], np.float32)
-        return [
-            Detection(int(c), self.labels.get(int(c), str(int(c))), float(s), tuple(float(v) for v in b))
-            for b, s, c in zip(boxes, scores, class_ids)
-        ]
+        labels = self.labels
+        return [Detection(c, labels.get(c) or str(c), s, tuple(b))
+                for b, s, c in zip(boxes.tolist(), scores.tolist(), class_ids.tolist())]
 
 
 class AsyncDetector:

@@ -42,12 +42,9 @@ class Letterbox:
 
     def to_source(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
         """Map xyxy boxes from model-input pixels back to source pixels, clipped to the frame."""
-        out = boxes.astype(np.float32, copy=True)
-        out[:, [0, 2]] = (out[:, [0, 2]] - self.pad_x) / self.scale
-        out[:, [1, 3]] = (out[:, [1, 3]] - self.pad_y) / self.scale
-        out[:, [0, 2]] = out[:, [0, 2]].clip(0, width)
-        out[:, [1, 3]] = out[:, [1, 3]].clip(0, height)
-        return out
+        pad = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], np.float32)
+        limit = np.array([width, height, width, height], np.float32)
+        return np.clip((np.asarray(boxes, np.float32) - pad) / np.float32(self.scale), 0, limit)
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:

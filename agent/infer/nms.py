@@ -13,10 +13,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_thresh
     The pairwise IoU matrix is computed in one vectorised step; the greedy pass then only reads
     rows of it. Candidates are few after the confidence threshold, so n x n stays small.
     """
-    if len(boxes) == 0:
-        return np.empty(0, dtype=np.int64)
+    if len(boxes) < 2:  # nothing to suppress
+        return np.zeros(min(len(boxes), max_detections), dtype=np.int64)
     order = np.argsort(-scores, kind="stable")
-    shifted = boxes[order] + ((boxes.max() + 1.0) * class_ids[order].astype(np.float32))[:, None]
+    shifted = boxes[order]
+    if class_ids.min() != class_ids.max():
+        shifted = shifted + ((boxes.max() + 1.0) * class_ids[order].astype(np.float32))[:, None]
     x1, y1, x2, y2 = shifted.T
     areas = (x2 - x1) * (y2 - y1)
     inter = (np.clip(np.minimum(x2[:, None], x2) - np.maximum(x1[:, None], x1), 0, None)
@@ -45,15 +47,18 @@ def decode_yolov8(
     if output.ndim != 3 or output.shape[0] != 1 or output.shape[1] < 5:
         raise ValueError(f"expected a [1, 4+classes, anchors] output, got {list(output.shape)}")
     # Threshold in the model's own [classes, anchors] layout first: most anchors are background,
-    # and only the few candidates left are transposed and decoded.
-    class_scores = output[0, 4:]
-    scores = class_scores.max(axis=0)
+    # and only the few candidates left are gathered (one indexing step) and decoded. This runs
+    # once per frame on the inference callback, so it is kept to a handful of numpy calls.
+    rows = output[0]
+    class_scores = rows[4:]
+    scores = class_scores[0] if len(class_scores) == 1 else class_scores.max(axis=0)
     candidates = np.flatnonzero(scores >= conf_threshold)
     if candidates.size == 0:
         return np.empty((0, 4), np.float32), np.empty(0, np.float32), np.empty(0, np.int64)
+    picked = rows[:, candidates]  # [4 + classes, n]
     scores = scores[candidates]
-    class_ids = class_scores[:, candidates].argmax(axis=0)
-    cx, cy, w, h = output[0, :4, candidates].T  # advanced indexing puts the candidates first: [n, 4]
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32, copy=False)
+    class_ids = picked[4:].argmax(axis=0)
+    centre, half = picked[:2], picked[2:4] * np.float32(0.5)
+    boxes = np.concatenate([centre - half, centre + half]).T.astype(np.float32, copy=False)  # [n, 4] xyxy
     keep = nms(boxes, scores, class_ids, iou_threshold, max_detections)
     return boxes[keep], scores[keep], class_ids[keep]
