@@ -60,28 +60,54 @@ def benchmark_app_fps(xml: Path, hint: str, seconds: int, precision: str = "auto
     return float(match.group(1)) if match else None
 
 
+PIPELINE_PARTS = ("all", "no_decode", "infer_only")
+
+
 def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: float = 0.25, resize: str = "auto",
-                 precision: str = "auto") -> float:
-    """Sustained frames/s through the agent's async path: preprocess, infer, decode + NMS."""
+                 precision: str = "auto", parts: str = "all") -> float:
+    """Sustained frames/s through the agent's async path: preprocess, infer, decode + NMS.
+
+    parts, to show where the time goes: "all" (the pipeline as the agent runs it), "no_decode"
+    (preprocess and infer; results are counted, not decoded), "infer_only" (frames resized
+    beforehand: only the async submit and the in-graph pad, colour and scale remain)."""
+    if parts not in PIPELINE_PARTS:
+        raise ValueError(f"parts must be one of {PIPELINE_PARTS}")
     model = Model(xml, performance_hint="THROUGHPUT", resize=resize, precision=precision)
     done = [0]
     lock = threading.Lock()
 
-    def on_result(detections, _userdata):
-        with lock:
-            done[0] += len(detections)
+    if parts == "all":
+        def on_result(detections, _userdata):
+            with lock:
+                done[0] += len(detections)
 
-    runner = AsyncDetector(Detector(model), conf, on_result)
+        runner = AsyncDetector(Detector(model), conf, on_result)
+        submit, wait = (lambda frame: runner.submit([frame])), runner.wait_all
+    else:
+        frames = [f for f in frames if f.shape == frames[0].shape]  # one compiled size
+        queue = model.async_queue(frames[0].shape[:2])
+
+        def counted(_request, _userdata):
+            with lock:
+                done[0] += 1
+
+        queue.set_callback(counted)
+        prepared = {id(f): model.prepare(f)[None] for f in frames} if parts == "infer_only" else {}
+        if prepared:
+            submit = lambda frame: queue.start_async({0: prepared[id(frame)]})  # noqa: E731
+        else:
+            submit = lambda frame: queue.start_async({0: model.prepare(frame)[None]})  # noqa: E731
+        wait = queue.wait_all
     for frame in frames[:8]:  # compile and warm up
-        runner.submit([frame])
-    runner.wait_all()
+        submit(frame)
+    wait()
     done[0] = 0
     started = time.perf_counter()
     i = 0
     while time.perf_counter() - started < seconds:
-        runner.submit([frames[i % len(frames)]])
+        submit(frames[i % len(frames)])
         i += 1
-    runner.wait_all()
+    wait()
     return done[0] / (time.perf_counter() - started)
 
 
@@ -116,8 +142,10 @@ def _pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
-def run(models: list[tuple[str, Path, str]], seconds: int, images: Path | None, out=sys.stdout, rounds: int = 3) -> dict:
-    """models: (row name, IR, precision), e.g. from model_rows."""
+def run(models: list[tuple[str, Path, str]], seconds: int, images: Path | None, out=sys.stdout, rounds: int = 3,
+        breakdown: bool = False) -> dict:
+    """models: (row name, IR, precision), e.g. from model_rows. breakdown: also measure the
+    pipeline without decode + NMS, and with frames resized beforehand (see pipeline_fps)."""
     frames = _frames(images)
     capabilities, default = cpu_precisions()
     out.write(f"CPU: {os.cpu_count()} cores, OpenVINO capabilities {' '.join(capabilities)}, layers that are not "
@@ -134,12 +162,18 @@ def run(models: list[tuple[str, Path, str]], seconds: int, images: Path | None, 
                 ("benchmark_app_latency_fps", lambda: benchmark_app_fps(xml, "latency", seconds, precision)),
                 ("pipeline_graph_resize_fps", lambda: pipeline_fps(xml, frames, seconds, resize="graph",
                                                                    precision=precision)),
+                *([("pipeline_no_decode_fps", lambda: pipeline_fps(xml, frames, seconds, precision=precision,
+                                                                   parts="no_decode")),
+                   ("pipeline_infer_only_fps", lambda: pipeline_fps(xml, frames, seconds, precision=precision,
+                                                                    parts="infer_only"))] if breakdown else []),
             ):
                 value = measure()
                 if value is not None:
                     rounds_of.setdefault(key, []).append(value)
-        row = {key: (statistics.median(rounds_of[key]) if key in rounds_of else None) for key in (
-            "benchmark_app_throughput_fps", "benchmark_app_latency_fps", "pipeline_fps", "pipeline_graph_resize_fps")}
+        row = {key: (statistics.median(values) if values else None) for key, values in rounds_of.items()}
+        for key in ("benchmark_app_throughput_fps", "benchmark_app_latency_fps", "pipeline_fps",
+                    "pipeline_graph_resize_fps"):
+            row.setdefault(key, None)
         row["pipeline_ratio_per_round"] = [p / b for p, b in zip(rounds_of.get("pipeline_fps", []),
                                                                  rounds_of.get("benchmark_app_throughput_fps", []))]
         stages = pipeline_latency_ms(xml, frames, precision=precision)
@@ -160,6 +194,14 @@ def run(models: list[tuple[str, Path, str]], seconds: int, images: Path | None, 
     for name, row in table.items():
         ratios = ", ".join(f"{r:.2f}" for r in row["pipeline_ratio_per_round"])
         out.write(f"{name:<9} pipeline / benchmark_app throughput, per round: {ratios}\n")
+    if breakdown:
+        out.write("\nwhere the pipeline's time goes, as a fraction of benchmark_app throughput: frames resized "
+                  "beforehand (async submit + in-graph pad/colour/scale + infer), + host resize, + decode and NMS "
+                  "(the pipeline)\n")
+        for name, row in table.items():
+            bapp = row["benchmark_app_throughput_fps"]
+            parts = [row.get(k) for k in ("pipeline_infer_only_fps", "pipeline_no_decode_fps", "pipeline_fps")]
+            out.write(f"{name:<9} " + "  ".join(f"{p / bapp:.2f}" if p and bapp else "n/a" for p in parts) + "\n")
     out.write("\nper-frame latency p50 by stage (ms): JPEG decode, preprocess (host resize), infer, decode + NMS\n")
     for name, row in table.items():
         out.write(f"{name:<9} " + "  ".join(f"{k} {v:.3f}" for k, v in row["stages_p50_ms"].items()) + "\n")

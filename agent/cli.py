@@ -248,7 +248,7 @@ def cmd_bench(args) -> int:
                                   _find_model_file(Path(args.fp32)) if args.fp32 else None)
     except ModelLoadError as exc:
         raise _model_error(exc) from None
-    bench.run(models, args.seconds, args.images, rounds=args.rounds)
+    bench.run(models, args.seconds, args.images, rounds=args.rounds, breakdown=args.breakdown)
     return 0
 
 
@@ -359,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_cmd.add_argument("--seconds", type=int, default=5, help="seconds per measurement and round (default 5)")
     bench_cmd.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are shown (default 3)")
     bench_cmd.add_argument("--images", type=Path, help="a folder of JPEG/PNG frames (default: synthetic 640x480)")
+    bench_cmd.add_argument("--breakdown", action="store_true",
+                           help="also measure the pipeline without decode + NMS, and with frames resized beforehand")
     bench_cmd.set_defaults(func=cmd_bench)
 
     demo = sub.add_parser("demo", help="run a simulated line (inspection, or --use-case checkout) end to end and print a scorecard",

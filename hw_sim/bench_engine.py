@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--use-case", choices=[*DETECTORS, "all"], default="all")
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also measure the pipeline without decode + NMS, and with frames resized beforehand")
     args = parser.parse_args()
     cases = list(DETECTORS) if args.use_case == "all" else [args.use_case]
     with tempfile.TemporaryDirectory(prefix="bench-frames-") as tmp:
@@ -55,7 +57,7 @@ def main() -> None:
             print(f"== {case}: {name} on {case} scenes")
             frames = render_frames(case, Path(tmp) / case)
             ir = {precision: MODELS / name / precision / f"{name}.xml" for precision in ("int8", "fp32")}
-            run(model_rows(ir["int8"], ir["fp32"]), args.seconds, frames, rounds=args.rounds)
+            run(model_rows(ir["int8"], ir["fp32"]), args.seconds, frames, rounds=args.rounds, breakdown=args.breakdown)
             print()
 
 

@@ -3,6 +3,7 @@ with OpenVINO's own opset for the SSD and classifier adapters."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -228,3 +229,16 @@ def test_models_inspect_cli():
     assert result.returncode == 0, result.stderr
     assert "adapter:  yolov8" in result.stdout and "0=scratch, 1=dent, 2=stain" in result.stdout
     assert "ran once on a random 640x480 frame" in result.stdout
+
+
+def test_bench_cli_prints_the_table_and_where_the_time_goes():
+    """A short `edge-agent bench`: it runs benchmark_app and the pipeline on the shipped IR and prints
+    figures (speed is not asserted here: benchmarks print, they do not pass or fail)."""
+    result = subprocess.run([sys.executable, "-m", "agent", "bench", str(DEFAULT_MODEL), "--seconds", "1",
+                             "--rounds", "1", "--breakdown"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("int8 ") and "FPS" in line)
+    assert len(re.findall(r"\d+\.\d FPS", row)) == 4, row
+    split = lines[lines.index(next(line for line in lines if line.startswith("where the pipeline's time goes"))) + 1]
+    assert re.fullmatch(r"int8\s+\d+\.\d\d  \d+\.\d\d  \d+\.\d\d", split), split
