@@ -13,7 +13,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -63,6 +62,16 @@ def benchmark_app_fps(xml: Path, hint: str, seconds: int, precision: str = "auto
 PIPELINE_PARTS = ("all", "no_decode", "infer_only")
 
 
+class _Undecoded:
+    """The breakdown's stand-in for a Detector: the same model, its results counted, not decoded."""
+
+    def __init__(self, model: Model):
+        self.model = model
+
+    def decode(self, output, source_hw, conf_threshold) -> list:
+        return []
+
+
 def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: float = 0.25, resize: str = "auto",
                  precision: str = "auto", parts: str = "all") -> float:
     """Sustained frames/s through the agent's async path: preprocess, infer, decode + NMS.
@@ -74,30 +83,14 @@ def pipeline_fps(xml: Path, frames: list[np.ndarray], seconds: float, conf: floa
         raise ValueError(f"parts must be one of {PIPELINE_PARTS}")
     model = Model(xml, performance_hint="THROUGHPUT", resize=resize, precision=precision)
     done = [0]
-    lock = threading.Lock()
 
-    if parts == "all":
-        def on_result(detections, _userdata):
-            with lock:
-                done[0] += len(detections)
+    def on_result(detections, _userdata):  # on this thread, in submit and wait_all
+        done[0] += len(detections)
 
-        runner = AsyncDetector(Detector(model), conf, on_result)
-        submit, wait = (lambda frame: runner.submit([frame])), runner.wait_all
-    else:
-        frames = [f for f in frames if f.shape == frames[0].shape]  # one compiled size
-        queue = model.async_queue(frames[0].shape[:2])
-
-        def counted(_request, _userdata):
-            with lock:
-                done[0] += 1
-
-        queue.set_callback(counted)
-        prepared = {id(f): model.prepare(f)[None] for f in frames} if parts == "infer_only" else {}
-        if prepared:
-            submit = lambda frame: queue.start_async({0: prepared[id(frame)]})  # noqa: E731
-        else:
-            submit = lambda frame: queue.start_async({0: model.prepare(frame)[None]})  # noqa: E731
-        wait = queue.wait_all
+    runner = AsyncDetector(Detector(model) if parts == "all" else _Undecoded(model), conf, on_result)
+    if parts == "infer_only":  # the same letterbox, compiled for frames of the resized size
+        frames = [model.prepare(f) for f in frames]
+    submit, wait = (lambda frame: runner.submit([frame])), runner.wait_all
     for frame in frames[:8]:  # compile and warm up
         submit(frame)
     wait()

@@ -242,3 +242,24 @@ def test_bench_cli_prints_the_table_and_where_the_time_goes():
     assert len(re.findall(r"\d+\.\d FPS", row)) == 4, row
     split = lines[lines.index(next(line for line in lines if line.startswith("where the pipeline's time goes"))) + 1]
     assert re.fullmatch(r"int8\s+\d+\.\d\d  \d+\.\d\d  \d+\.\d\d", split), split
+
+
+def test_async_results_come_in_submission_order_on_the_collecting_thread(parts):
+    import threading
+    import time
+
+    delivered, threads, woken = [], set(), threading.Event()
+    runner = AsyncDetector(Detector(Model(DEFAULT_MODEL, performance_hint="THROUGHPUT")), 0.3,
+                           lambda dets, key: (delivered.append(key), threads.add(threading.get_ident())),
+                           jobs=2, on_ready=woken.set)
+    for i in range(7):  # more than the two requests: submit delivers the oldest to reuse its request
+        runner.submit([parts[i % len(parts)].image], i)
+    assert delivered == list(range(len(delivered))) and len(delivered) >= 5
+    assert woken.wait(5)  # a request finished: on_ready ran (on an OpenVINO thread)
+    deadline = time.monotonic() + 5
+    while not runner.finished() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runner.collect() >= 1  # without blocking
+    runner.wait_all()
+    assert delivered == list(range(7)) and threads == {threading.get_ident()}
+    assert not runner.finished() and runner.collect() == 0

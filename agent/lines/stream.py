@@ -3,7 +3,8 @@
   camera readers (one per camera, LiveSource) -> [pump per camera] newest frame, rate cap, motion gate
       -> pending: the newest accepted frame of each camera (an older one still waiting is dropped, counted)
       -> [batch thread] the pending frames of one size as one batch -> AsyncDetector (THROUGHPUT hint)
-      -> OpenVINO callback -> results queue -> [deliver thread] per camera, with analytics: every
+      -> [batch thread, woken when a request finishes] decode + NMS, in submission order
+      -> results queue -> [deliver thread] per camera, with analytics: every
          inferred frame's detections -> tracker -> zones, tripwires, loitering -> one alert event each;
          then thresholds, optional classifier, one `detections` event per camera at most every
          `event_interval_s` while something is detected (with track ids), crops
@@ -91,7 +92,7 @@ class StreamLine:
         unknown = sorted(set(self._analytics) - set(cameras))
         if unknown:
             raise ValueError(f"stream line {name}: analytics for camera {unknown[0]!r}, which the line does not read")
-        self._async = AsyncDetector(detector, self._score_floor(rule), self._on_result)
+        self._async = AsyncDetector(detector, self._score_floor(rule), self._on_result, on_ready=self._wake)
         self.infer_ms: deque = deque(maxlen=200)  # recent request latencies, since start or the last swap
         self.frame_sizes: set[tuple[int, int]] = set()  # the cameras' resolutions, for warming a new model
         self._last_event: dict[str, float] = {}
@@ -127,8 +128,8 @@ class StreamLine:
 
     def swap_models(self, detector, cascade, model_name: str, timeout_s: float = 5.0) -> bool:
         """Use these (compiled, warmed) models for the next batches. Requests in flight finish on the
-        old ones and still deliver: each AsyncDetector calls back with its own results."""
-        new_async = AsyncDetector(detector, self._score_floor(self._rule), self._on_result)
+        old ones and still deliver: wait_all here collects the old one's results."""
+        new_async = AsyncDetector(detector, self._score_floor(self._rule), self._on_result, on_ready=self._wake)
         with self._cond:
             old_async, self._async = self._async, new_async
             self._detector, self._cascade, self._model_name = detector, cascade, model_name
@@ -234,12 +235,17 @@ class StreamLine:
         while True:
             self._busy_since["batch"] = None
             with self._cond:
-                while not self._pending and not self._stop.is_set():
+                while not self._pending and not self._stop.is_set() and not self._async.finished():
                     self._cond.wait(0.5)
                 if self._stop.is_set():
                     return
                 taken, self._pending = self._pending, {}
+                runner = self._async
             self._busy_since["batch"] = self._clock()
+            try:
+                runner.collect()  # results of the requests that finished, decoded here
+            except RuntimeError as exc:
+                log.error("stream line %s: collecting results failed: %s", self.name, exc)
             by_size: dict[tuple, list[tuple[str, Frame]]] = {}
             for cam, frame in taken.items():
                 by_size.setdefault(frame.image.shape, []).append((cam, frame))
@@ -265,8 +271,13 @@ class StreamLine:
             return
         self.counters["batches"] += 1
 
+    def _wake(self) -> None:
+        """On an OpenVINO thread, when a request finishes: wake the batch thread to collect it."""
+        with self._cond:
+            self._cond.notify_all()
+
     def _on_result(self, detections: list[list[Detection]], userdata) -> None:
-        """On an OpenVINO thread: hand over and return."""
+        """On the thread that collects (the batch thread, or one waiting for all): hand over."""
         items, submitted = userdata
         now = self._clock()
         with self._cond:
