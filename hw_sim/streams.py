@@ -1,6 +1,7 @@
 """A network camera stream served by Debian's ffmpeg, which tests can kill, restart and hang.
 
     server = StreamServer(image=empty_belt, fps=15)   # or no image: ffmpeg's test pattern
+    server = StreamServer(frames=folder, fps=5)       # or a clip: folder/00001.png, ... played once
     server.start()        # http://127.0.0.1:PORT/live.ts, MPEG-TS over HTTP
     server.kill()         # the camera dies (SIGKILL): the client's connection drops at once
     server.start()        # it comes back on the same port
@@ -37,9 +38,12 @@ def free_port() -> int:
 
 class StreamServer:
     def __init__(self, image: np.ndarray | None = None, width: int = 640, height: int = 480, fps: float = 15,
-                 noise: int = 0, port: int | None = None, workdir: Path | None = None):
+                 noise: int = 0, port: int | None = None, workdir: Path | None = None, frames: Path | None = None):
         """image: a still shown as a live stream (with `noise` added per frame, like a sensor);
-        None: ffmpeg's moving test pattern."""
+        frames: a folder of 00001.png, 00002.png, ... encoded once at `fps`, then played once per
+        client, in real time, from its first frame (ffmpeg opens the input only when a client has
+        connected): the client's frame n is the folder's frame n; neither: ffmpeg's moving test
+        pattern."""
         if shutil.which("ffmpeg") is None:
             raise RuntimeError("ffmpeg is not installed: apt-get install -y ffmpeg")
         self.port = port or free_port()
@@ -53,6 +57,17 @@ class StreamServer:
             height, width = image.shape[:2]
         else:
             self._still = None
+        self._clip = None
+        if frames is not None:
+            first = cv2.imread(str(Path(frames) / "00001.png"))
+            if first is None:
+                raise FileNotFoundError(f"{Path(frames) / '00001.png'}: no first frame")
+            height, width = first.shape[:2]
+            self._clip = self.workdir / "clip.ts"
+            subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", "-framerate", str(fps),
+                            "-start_number", "1", "-i", str(Path(frames) / "%05d.png"),
+                            "-an", "-c:v", "mpeg2video", "-q:v", "4", "-g", str(int(fps)), "-pix_fmt",
+                            "yuv420p", "-f", "mpegts", str(self._clip)], check=True, timeout=600)
         self.width, self.height, self.noise = width, height, noise
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
@@ -68,6 +83,9 @@ class StreamServer:
     def _command(self) -> list[str]:
         if self._still is not None:
             source = ["-loop", "1", "-framerate", str(self.fps), "-i", str(self._still)]
+        elif self._clip is not None:
+            return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i", str(self._clip),
+                    "-c", "copy", "-f", "mpegts", "-listen", "1", self.url]
         else:
             source = ["-f", "lavfi", "-i", f"testsrc2=size={self.width}x{self.height}:rate={self.fps}"]
         filters = ["-vf", f"noise=alls={self.noise}:allf=t"] if self.noise else []
