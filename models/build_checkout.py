@@ -21,8 +21,6 @@ tests/test_model_accuracy_checkout.py uses 19000.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -152,7 +150,8 @@ def build_detector(args, log) -> dict:
         "calibration": {"images": args.det_calib_images, "renderer_seed": DET_CALIB_SEED},
         "evaluation": {"images": args.det_eval_images, "renderer_seed": DET_EVAL_SEED, "nms_iou": 0.6,
                        "map_conf": 0.001},
-        "metrics": metrics, "measured_on": measured_on(), "files": files,
+        "metrics": metrics, "benchmark_app_fps": dlib.benchmark_app_fps(out, DET_NAME),
+        "measured_on": dlib.measured_on(), "files": files,
         "rebuild_command": rebuild_command(args, "detector"),
         "build_seconds": round(time.time() - started, 1), "test_seed": TEST_SEED,
     }
@@ -197,6 +196,8 @@ def write_detector_card(out: Path, card: dict) -> None:
         *dlib.map_table_md(fp, q),
         f"| latency median ms (CPU, LATENCY hint) | {m['latency']['fp32']['median_ms']:.2f} | "
         f"{m['latency']['int8']['median_ms']:.2f} |",
+        "",
+        dlib.throughput_md(card),
         "",
         f"mAP uses conf >= 0.001, NMS IoU 0.6, COCO 101-point AP (models/evaluate.py). "
         f"Latency measured on: {card['measured_on']} (shared machine; treat as indicative). "
@@ -280,7 +281,7 @@ def finish_classifier(args, log, model, out, spec, x, seeds, x_eval, y_eval, tra
         "evaluation": {"crops": int(len(x_eval)), "renderer_seed": eval_seed},
         "metrics": metrics,
         "benchmark_app_fps": dlib.benchmark_app_fps(out, spec.name, shape=f"[1,3,{spec.imgsz},{spec.imgsz}]"),
-        "measured_on": measured_on(), "files": clib.file_hashes(out, spec.name),
+        "measured_on": dlib.measured_on(), "files": clib.file_hashes(out, spec.name),
         "rebuild_command": rebuild_command(args, which), "build_seconds": round(time.time() - started, 1),
         "test": test,
     }
@@ -292,11 +293,6 @@ def finish_classifier(args, log, model, out, spec, x, seeds, x_eval, y_eval, tra
 def rebuild_command(args, which) -> str:
     return args.rebuild_prefix + {"detector": " --only detector", "products": " --only products"}.get(which, "") \
         + args.rebuild_suffix
-
-
-def measured_on() -> str:
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-            f"openvino {__import__('openvino').__version__}")
 
 
 # ------------------------------------------------------------------ main

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -169,6 +167,8 @@ def write_card(out: Path, card: dict) -> None:
         f"| latency median ms (CPU, LATENCY hint) | {m['latency']['fp32']['median_ms']:.2f} | "
         f"{m['latency']['int8']['median_ms']:.2f} |",
         "",
+        lib.throughput_md(card),
+        "",
         f"Latency measured on: {card['measured_on']} (shared machine; treat as indicative).",
         "",
         f"Score margins (INT8): weakest critical part {_fmt(q['lowest_critical_part_score'])}, weakest "
@@ -230,6 +230,7 @@ def recard(out: Path, eval_images: int, op_conf: float, log) -> int:
     card = json.loads(card_path.read_text())
     metrics, files = measure(out, eval_images, op_conf, log)
     card.update(metrics=metrics, files=files, operating_threshold=op_conf,
+                benchmark_app_fps=lib.benchmark_app_fps(out, MODEL_NAME), measured_on=lib.measured_on(),
                 evaluation={**card["evaluation"], "images": eval_images},
                 date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     write_card(out, card)
@@ -313,8 +314,8 @@ def main(argv=None) -> int:
         "calibration": {"images": args.calib_images, "renderer_seed": CALIB_SEED},
         "evaluation": {"images": args.eval_images, "renderer_seed": EVAL_SEED, "nms_iou": 0.6, "map_conf": 0.001},
         "metrics": metrics,
-        "measured_on": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                       f"openvino {__import__('openvino').__version__}",
+        "benchmark_app_fps": lib.benchmark_app_fps(out, MODEL_NAME),
+        "measured_on": lib.measured_on(),
         "files": files,
         "rebuild_command": cmd,
         "build_seconds": round(time.time() - started, 1),

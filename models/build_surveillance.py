@@ -49,7 +49,6 @@ if str(REPO_ROOT) not in sys.path:
 import models.classifier_lib as clib  # noqa: E402
 import models.detector_lib as dlib  # noqa: E402
 from hw_sim.street_scene import CLASSES, VEHICLE_TYPES, StreetRenderer  # noqa: E402
-from models.build_checkout import measured_on  # noqa: E402
 
 VERSION = "2.0.0"
 
@@ -259,7 +258,7 @@ def write_det_card(out: Path, card: dict) -> None:
         f"| latency median ms (bare IR, CPU, LATENCY hint) | {m['latency']['fp32']['median_ms']:.2f} | "
         f"{m['latency']['int8']['median_ms']:.2f} |",
         "",
-        f"INT8 / FP32 throughput (`benchmark_app -hint throughput -t 10`, same machine): {_speedup(card)}.",
+        dlib.throughput_md(card),
         "",
         f"Latency measured on: {card['measured_on']} (shared machine, other jobs running; indicative).",
         "",
@@ -326,7 +325,7 @@ def write_cls_card(out: Path, card: dict) -> None:
         "",
         f"INT8 confusion (rows truth, columns prediction, order {', '.join(VEHICLE_TYPES)}): {q['confusion']}",
         "",
-        f"INT8 / FP32 throughput, batch 1 (`benchmark_app -hint throughput -t 10`, same machine): {_speedup(card)}.",
+        dlib.throughput_md(card, ", batch 1"),
         "",
         f"Latency measured on: {card['measured_on']} (shared machine; indicative).",
         "",
@@ -363,13 +362,6 @@ def recard(out: Path, only: str | None = None) -> int:
         if only in (None, which):
             writer(out / name, json.loads((out / name / "card.json").read_text()))
     return 0
-
-
-def _speedup(card: dict) -> str:
-    b = card.get("benchmark_app_fps")
-    if not b:
-        return "not measured"
-    return f"INT8 {b['int8']:.0f} FPS, FP32 {b['fp32']:.0f} FPS, {b['int8'] / b['fp32']:.2f}x"
 
 
 # ================================================================== builds
@@ -460,7 +452,7 @@ def finish_detector(args, log, out: Path, ov_fp32, card: dict, started: float) -
         "test_seed": DET_TEST_SEED,
         "metrics": metrics,
         "benchmark_app_fps": dlib.benchmark_app_fps(out, DET_NAME),
-        "measured_on": measured_on(),
+        "measured_on": dlib.measured_on(),
         "files": dlib.file_hashes(out, DET_NAME),
         "notes": notes,
     })
@@ -547,7 +539,7 @@ def build_classifier_model(args, log, cmd: str) -> None:
         "test_seed": CLS_TEST_SEED,
         "metrics": metrics,
         "benchmark_app_fps": dlib.benchmark_app_fps(out, CLS_NAME, shape=f"[1,3,{CLS_SPEC.imgsz},{CLS_SPEC.imgsz}]"),
-        "measured_on": measured_on(),
+        "measured_on": dlib.measured_on(),
         "files": dlib.file_hashes(out, CLS_NAME),
         "rebuild_command": cmd,
         "build_seconds": round(time.time() - started, 1),

@@ -387,7 +387,7 @@ def write_card(out: Path, card: dict, extra_md: Sequence[str] = ()) -> None:
     ]
     fps = card.get("benchmark_app_fps")
     if fps:
-        lines.append(f"| throughput FPS, batch 1 (`benchmark_app -hint throughput`) | {fps['fp32']:.0f} | "
+        lines.append(f"| throughput FPS, batch 1 (`benchmark_app -hint throughput -infer_precision f32`) | {fps['fp32']:.0f} | "
                      f"{fps['int8']:.0f} ({fps['int8'] / fps['fp32']:.2f}x) |")
     lines += [
         "",

@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import os
 import json
 import math
 import time
@@ -562,6 +563,32 @@ def benchmark_app_fps(out: Path, name: str, seconds: int = 10, subdirs: Sequence
             raise RuntimeError(f"benchmark_app failed on {xml}: {run.stderr.strip()[-500:] or run.stdout[-500:]}")
         result[sub] = float(found.group(1))
     return result
+
+
+def throughput_md(card: dict, what: str = "") -> str:
+    """The CARD.md sentence with benchmark_app's INT8 and FP32 throughput (benchmark_app_fps)."""
+    b = card.get("benchmark_app_fps")
+    figures = f"INT8 {b['int8']:.0f} FPS, FP32 {b['fp32']:.0f} FPS, {b['int8'] / b['fp32']:.2f}x" if b else "not measured"
+    return (f"INT8 / FP32 throughput{what} (`benchmark_app -hint throughput -t 10 -infer_precision f32`, same "
+            f"machine): {figures}.")
+
+
+def measured_on() -> str:
+    """The CPU, its core count and OpenVINO's version, for a card's speed figures."""
+    import platform
+
+    import openvino as ov
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    capabilities = " ".join(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return (f"{cpu} ({platform.machine()}, OpenVINO capabilities {capabilities}), {os.cpu_count()} CPUs, openvino "
+            f"{ov.__version__}; layers that are not quantised in f32")
 
 
 # ------------------------------------------------------------------ files and cards
