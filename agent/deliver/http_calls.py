@@ -6,7 +6,8 @@ a call is committed in the same transaction as the MQTT event it belongs to, so 
 keeps both or neither. A row is deleted when the receiver answers 2xx (delivered), when
 it refuses the call with an answer that repeating cannot change (refused), when it is
 older than its target's max age (expired), or when the target's bounds need room for a
-newer call (evicted, the oldest first).
+newer call (evicted, the oldest first). A call the sender already has on the wire when it
+is evicted may still reach the receiver; it stays counted as evicted.
 
 Counters, per target, change in the same transaction as the rows they count, so after
 any crash: produced = delivered + pending + refused + expired + evicted.
