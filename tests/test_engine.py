@@ -140,6 +140,18 @@ def test_frames_of_other_sizes_and_channels_are_converted(detector, parts):
             detector.detect(bad, 0.3)
 
 
+def test_fill_writes_the_prepared_frames_into_the_request(detector, parts):
+    """The engine resizes straight into the request's input: the same pixels as `prepare`."""
+    model = detector.model
+    frames = [p.image for p in parts[:3]]
+    request = model.compiled(frames[0].shape[:2], 3).create_infer_request()
+    model.fill(request, frames)
+    for got, frame in zip(request.get_input_tensor(0).data, frames):
+        np.testing.assert_array_equal(got, model.prepare(frame))
+    with pytest.raises(ValueError, match="2 frames for a request of batch 3"):
+        model.fill(request, frames[:2])
+
+
 def test_batch_and_async_agree_with_single_frames(detector, parts):
     frames = [p.image for p in parts[:6]]
     single = [detector.detect(f, 0.3) for f in frames]
