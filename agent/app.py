@@ -13,12 +13,12 @@ import numpy as np
 
 from . import __version__
 from .act.heartbeat import Heartbeat
-from .act.http import HttpAction, HttpActionSettings, PublisherWithHttp
+from .act.http import HttpAction, HttpActionError, HttpActionSettings, PublisherWithHttp
 from .act.plc import ModbusPlc, PlcRegisterMap, RtuLink, TcpLink
 from .act.reject_timing import RejectTimer, RejectTiming
 from .catalog import Catalog
 from .config import AgentConfig
-from .config.schema import walk_triggers
+from .config.schema import read_credential, walk_triggers
 from .deliver.mqtt import MqttPublisher, MqttSettings
 from .deliver.outbox import Outbox, OutboxSettings, OutboxStore
 from .gpio import EdgeInput, LatchOutput, PulseOutput, StackLight, make_pin_factory
@@ -249,10 +249,15 @@ class App:
 
     def _make_http_action(self, line: str, index: int, hook) -> HttpAction:
         """A webhook of `line`; its calls wait in the outbox file under LINE/NAME."""
+        try:
+            headers = tuple((name, read_credential(value)) for name, value in hook.headers.items())
+        except ValueError as exc:
+            raise HttpActionError(f"lines.{line}.webhooks[{index}].headers: {exc}") from None
         settings = HttpActionSettings(
             hook.url, frozenset(hook.on), timeout_s=hook.timeout_ms / 1000, backoff_s=hook.backoff_ms / 1000,
             backoff_max_s=hook.backoff_max_ms / 1000, max_age_s=hook.max_age_h * 3600,
-            max_pending=hook.max_pending, max_bytes=hook.max_bytes)
+            max_pending=hook.max_pending, max_bytes=hook.max_bytes,
+            headers=headers)
         return HttpAction(f"{line}/{hook.name_at(index)}", settings, self.outbox_store.http)
 
     def _make_reject_timer(self, name: str, line_config, reject_output) -> RejectTimer | None:

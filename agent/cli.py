@@ -38,6 +38,7 @@ def cmd_check_config(args) -> int:
 
 def build_app(config, **kwargs):
     """Build the App, turning user errors (model, pin, outbox path, PLC settings) into UserError."""
+    from .act.http import HttpActionError
     from .act.plc import PlcError
     from .catalog import CatalogError
     from .app import App
@@ -49,7 +50,8 @@ def build_app(config, **kwargs):
 
     try:
         return App(config, **kwargs)
-    except (ModelLoadError, GpioError, OutboxError, ControlSetupError, PlcError, StoreError, CatalogError) as exc:
+    except (ModelLoadError, GpioError, OutboxError, ControlSetupError, PlcError, StoreError, CatalogError,
+            HttpActionError) as exc:
         raise UserError(str(exc)) from None
 
 
@@ -363,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                            help="also measure the pipeline without decode + NMS, and with frames resized beforehand")
     bench_cmd.set_defaults(func=cmd_bench)
 
-    demo = sub.add_parser("demo", help="run a simulated line (inspection, or --use-case checkout) end to end and print a scorecard",
+    demo = sub.add_parser("demo", help="run a simulated line (inspection, or --use-case checkout or surveillance) end to end and print a scorecard",
                           add_help=False)
     demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="options of the demo (see: edge-agent demo --help)")
     demo.set_defaults(func=cmd_demo)

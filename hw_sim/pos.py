@@ -29,6 +29,7 @@ class PosRequest:
     key: str | None  # the Idempotency-Key header
     body: bytes
     status: int | None  # the answer decided on; None: none (yet): hanging, or hung until the POS went down
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # as sent (names as the client wrote them)
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -106,7 +107,7 @@ class SimPos:
 
             def do_POST(self):  # noqa: N802 (http.server's naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                index = pos._arrived(self.path, self.headers.get("Idempotency-Key"), body)
+                index = pos._arrived(self.path, self.headers.get("Idempotency-Key"), body, dict(self.headers.items()))
                 status, retry_after, hang_s = pos._next_answer()
                 if hang_s and pos._down.wait(hang_s):
                     self.close_connection = True  # went down while hanging: no answer at all
@@ -166,9 +167,9 @@ class SimPos:
                 return status, retry_after, 0.0
             return self._status, self._retry_after, self._hang_s
 
-    def _arrived(self, path: str, key: str | None, body: bytes) -> int:
+    def _arrived(self, path: str, key: str | None, body: bytes, headers: dict[str, str]) -> int:
         with self._lock:
-            self._requests.append(PosRequest(time.monotonic(), path, key, body, None))
+            self._requests.append(PosRequest(time.monotonic(), path, key, body, None, headers))
             return len(self._requests) - 1
 
     def _answered(self, index: int, status: int) -> None:

@@ -197,3 +197,30 @@ def test_a_plc_trigger_needs_the_plc_section(tmp_path):
 """
     with pytest.raises(ConfigError, match="lines.door.trigger: a plc trigger needs the plc section"):
         load_config(_write(tmp_path, text))
+
+
+def test_webhook_headers_keep_their_secrets_in_credential_files(tmp_path, monkeypatch):
+    from pydantic import ValidationError
+
+    from agent.config.schema import WebhookConfig, read_credential
+    from agent.control.commands import _redact
+
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (tmp_path / "pos-token").write_text("Bearer abc\n")
+    (tmp_path / "two-lines").write_text("Bearer abc\nX-Evil: 1\n")
+    hook = WebhookConfig(url="http://pos.local/api", headers={"Authorization": "credential:pos-token", "X-Store": "12"})
+    assert hook.headers["Authorization"] == "credential:pos-token"  # the config holds the reference only
+    assert read_credential(hook.headers["Authorization"]) == "Bearer abc"
+    assert read_credential("12") == "12"
+    # config/get shows the reference and hides a value written in the config
+    shown = _redact({"lines": {"l": {"webhooks": [hook.model_dump(mode="json")]}}})
+    assert shown["lines"]["l"]["webhooks"][0]["headers"] == {"Authorization": "credential:pos-token", "X-Store": "***"}
+
+    for headers, message in [({"Bad Name": "x"}, "header name 'Bad Name'"),
+                             ({"Idempotency-Key": "x"}, "the agent sets it itself"),
+                             ({"content-type": "text/plain"}, "the agent sets it itself"),
+                             ({"X-A": "a\r\nX-B: b"}, "line break"),
+                             ({"Authorization": "credential:missing"}, "credential missing: .* is not a file"),
+                             ({"Authorization": "credential:two-lines"}, "holds more than one line")]:
+        with pytest.raises(ValidationError, match=message):
+            WebhookConfig(url="http://pos.local/api", headers=headers)

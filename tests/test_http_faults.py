@@ -95,7 +95,7 @@ class Cell:
         line = config["lines"][LINE]
         line["trigger"] = {"type": "interval", "period_ms": PERIOD_MS}
         line["webhooks"] = [{"name": "pos", "url": self.pos.url, "timeout_ms": timeout_ms, "backoff_ms": 100,
-                             "backoff_max_ms": 1000}]
+                             "backoff_max_ms": 1000, "headers": POS_HEADERS}]
         self.agent.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def wait_for(self, condition, timeout: float, what: str) -> None:
@@ -129,8 +129,17 @@ class Cell:
         return final
 
 
+# The webhook's headers: the token comes from a credential file, as systemd's LoadCredential= passes it.
+POS_TOKEN = "Bearer pos-secret-7"
+POS_HEADERS = {"Authorization": "credential:pos-token", "X-Store": "12"}
+
+
 @pytest.fixture
-def cell(tmp_path) -> Iterator[Cell]:
+def cell(tmp_path, monkeypatch) -> Iterator[Cell]:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "pos-token").write_text(POS_TOKEN + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))  # the agent's child process inherits it
     if not (DEFAULT_MODEL / "inspection-detector.xml").exists():
         pytest.fail(f"the shipped model {DEFAULT_MODEL} is missing: build it (see the README, Models)")
     stack: list = []
@@ -172,6 +181,7 @@ def assert_everything_reached_the_pos(cell: Cell, final: Calls) -> None:
     bodies: dict[str | None, bytes] = {}
     for request in cell.pos.requests():
         assert bodies.setdefault(request.key, request.body) == request.body, f"two bodies under {request.key}"
+        assert (request.headers.get("Authorization"), request.headers.get("X-Store")) == (POS_TOKEN, "12")
 
 
 # -- SIGKILL with calls pending ------------------------------------------------------------------------------

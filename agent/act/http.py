@@ -66,6 +66,10 @@ class HttpActionSettings:
             raise ValueError(f"timeout, backoff (<= backoff max) and max age must be positive: {self}")
 
 
+class HttpActionError(Exception):
+    """A webhook that cannot be set up (its header credential unreadable): a user error at start."""
+
+
 class Answer(NamedTuple):
     outcome: str  # "delivered", "refused" or "retry"
     status: int | None  # None: no HTTP answer at all

@@ -40,6 +40,22 @@ def _credential_path(value):
 CredentialFile = Annotated[FilePath, BeforeValidator(_credential_path)]
 
 
+def read_credential(value: str) -> str:
+    """A config value that may be `credential:NAME`: that file's text (its trailing newline
+    stripped), else the value itself. For secrets the config keeps only a reference to."""
+    if not value.startswith(CREDENTIAL_PREFIX):
+        return value
+    path = Path(_credential_path(value))
+    try:
+        return path.read_text().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"credential {value[len(CREDENTIAL_PREFIX):]}: cannot read {path}: {exc}") from None
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an RFC 9110 token
+_OWN_HEADERS = ("content-type", "content-length", "host", "idempotency-key", "transfer-encoding")
+
+
 class MqttTls(Strict):
     """Paths, or `credential:NAME` for a file passed in by systemd (LoadCredential=)."""
 
@@ -400,6 +416,23 @@ class WebhookConfig(Strict):
     max_age_h: float = Field(24.0, gt=0, le=24 * 365)  # an older call is expired, counted
     max_pending: int = Field(10000, ge=1, le=10_000_000)  # calls kept; the oldest is evicted, counted
     max_bytes: int = Field(64 * 1024**2, ge=4096)
+    # Sent with every call, e.g. {Authorization: credential:pos-token}: a value credential:NAME
+    # is read from that file (systemd's LoadCredential=), so the secret stays out of the config.
+    headers: dict[str, str] = {}
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"header name {name!r}: letters, digits and !#$%&'*+.^_`|~- only")
+            if name.lower() in _OWN_HEADERS:
+                raise ValueError(f"header {name}: the agent sets it itself; remove it")
+            if any(c in text for c in "\r\n\0"):
+                raise ValueError(f"header {name}: the value has a line break or NUL")
+            if any(c in read_credential(text) for c in "\r\n\0"):  # also: the credential file exists
+                raise ValueError(f"header {name}: {text} holds more than one line")
+        return value
 
     @model_validator(mode="before")
     @classmethod

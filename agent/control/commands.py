@@ -29,7 +29,7 @@ from typing import Any, Literal
 import cv2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config.schema import AgentConfig
+from ..config.schema import CREDENTIAL_PREFIX, AgentConfig
 from ..deliver.mqtt import IncomingMessage
 from .auth import AuditLog, Authoriser
 from .live_config import ConfigFile, ConfigFileError, live_safe, changed_paths
@@ -452,11 +452,19 @@ _SECRET_KEYS = ("password",)
 
 
 def _redact(value):
+    """The config without its secrets: passwords, and the webhooks' header values that are
+    written in the config (a `credential:NAME` reference is shown as it is)."""
     if isinstance(value, dict):
-        return {k: ("***" if k in _SECRET_KEYS and v is not None else _redact(v)) for k, v in value.items()}
+        return {k: ("***" if k in _SECRET_KEYS and v is not None
+                    else _redact_headers(v) if k == "headers" and isinstance(v, dict)
+                    else _redact(v)) for k, v in value.items()}
     if isinstance(value, list):
         return [_redact(v) for v in value]
     return value
+
+
+def _redact_headers(headers: dict) -> dict:
+    return {name: text if str(text).startswith(CREDENTIAL_PREFIX) else "***" for name, text in headers.items()}
 
 
 def _config_get(server: CommandServer, args) -> tuple[str, str, dict]:
