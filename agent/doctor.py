@@ -2,7 +2,7 @@
 
 Checks, in order: the config; each model loads and compiles; each camera gives a frame; the PLC
 accepts a Modbus TCP connection; the broker completes the TLS handshake (or a plain TCP
-connection) and accepts an MQTT CONNECT; the clock is sane (and inside the TLS certificates'
+connection) and accepts an MQTT CONNECT; each webhook's receiver answers a HEAD request; the clock is sane (and inside the TLS certificates'
 validity); the disks have free space. Every check has a timeout. A check that cannot run because
 an earlier one failed (no config, no model) is skipped, not failed.
 
@@ -59,6 +59,9 @@ def run_checks(config_path: str | Path, *, state_dirs: list[Path] | None = None,
         if config.plc is not None:
             checks.append(_check_plc(config.plc, timeout_s))
         checks.append(_check_broker(config, timeout_s))
+        checks += [_check_webhook(f"{line}/{hook.name_at(i)}", hook, timeout_s)
+                   for line, line_config in config.lines.items()
+                   for i, hook in enumerate(getattr(line_config, "webhooks", []))]
     else:
         checks += [Check(name, None, "needs a valid config") for name in ("models", "cameras", "plc", "broker")]
     checks.append(_check_clock(config, now or dt.datetime.now(dt.timezone.utc)))
@@ -135,6 +138,30 @@ def _check_plc(plc_config, timeout_s: float) -> Check:
         return Check("plc", True, f"{kind} connection to {where}")
     settings = "plc.host/plc.port" if rtu is None else "plc.rtu (port, baudrate, parity) and the PLC's unit id"
     return Check("plc", False, f"{error or f'no {kind} connection to {where}'}: check the PLC is on and {settings}")
+
+
+def _check_webhook(target: str, hook, timeout_s: float) -> Check:
+    """A HEAD request with the webhook's headers: any answer but 401/403 shows the receiver is
+    reachable (HEAD has no side effects; no event is sent)."""
+    import requests
+
+    from .config.schema import read_credential
+
+    name = f"webhook {target}"
+    try:
+        headers = {key: read_credential(value) for key, value in hook.headers.items()}
+    except ValueError as exc:
+        return Check(name, False, str(exc))
+    try:
+        response = requests.head(hook.url, headers=headers, timeout=timeout_s, allow_redirects=False)
+    except requests.RequestException as exc:
+        from .act.http import request_error
+
+        return Check(name, False, f"cannot reach {hook.url}: {request_error(exc)}")
+    if response.status_code in (401, 403):
+        return Check(name, False, f"{hook.url} answers HTTP {response.status_code} to HEAD: it refuses the "
+                                  "credentials (check the webhook's headers)")
+    return Check(name, True, f"{hook.url} answers (HTTP {response.status_code} to HEAD)")
 
 
 def _check_broker(config, timeout_s: float) -> Check:

@@ -25,6 +25,7 @@ from agent.provision import CA_CREDENTIAL, CERT_CREDENTIAL, KEY_CREDENTIAL
 from hw_sim.broker import find_mosquitto
 from hw_sim.camera import SimCamera, encode_jpeg
 from hw_sim.plc import SimPlc
+from hw_sim.pos import SimPos
 from tiny_ir import save_tiny_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -290,27 +291,34 @@ def test_tls_identity_end_to_end_with_doctor(tmp_path):
 
 # -- doctor on its own -----------------------------------------------------------------------
 
-def test_doctor_fails_with_a_table_when_the_plc_and_broker_are_down(tmp_path):
+def test_doctor_fails_with_a_table_when_the_plc_broker_and_a_webhook_are_down(tmp_path):
     models = tmp_path / "models"
     save_tiny_detector(models / "tiny")
-    with SimCamera() as camera:
+    with SimCamera() as camera, SimPos() as pos:
         camera.show(_part_jpeg())
+        down = f"http://127.0.0.1:{_free_port()}/events"
         config = {
             "device": {"id": "box-1"}, "mqtt": {"host": "127.0.0.1", "port": _free_port()},
             "plc": {"host": "127.0.0.1", "port": _free_port()},
             "models": {"defects": {"path": str(models / "tiny")}},
             "cameras": {"cam0": {"type": "http_snapshot", "url": camera.url}},
-            "lines": {"inspect": {"camera": "cam0", "model": "defects", "trigger": {"type": "interval", "period_ms": 1000}}},
+            "lines": {"inspect": {"camera": "cam0", "model": "defects", "trigger": {"type": "interval", "period_ms": 1000},
+                                  "webhooks": [{"name": "pos", "url": pos.url, "headers": {"X-Store": "12"}},
+                                               {"name": "erp", "url": down}]}},
         }
         path = tmp_path / "agent.yaml"
         path.write_text(yaml.safe_dump(config))
         result = _edge_agent("doctor", "--config", str(path), "--state-dir", str(tmp_path), "--timeout", "0.5")
+        assert pos.requests() == [], "the doctor sent the POS an event"  # SimPos records POSTs only
     assert result.returncode == 1
-    lines = {line.split()[0]: line for line in result.stdout.splitlines()[2:-1]}
+    lines = {" ".join(line.split()[:2]) if line.split()[0] == "webhook" else line.split()[0]: line
+             for line in result.stdout.splitlines()[2:-1]}
     assert " FAIL " in lines["plc"] and "check the PLC is on" in lines["plc"]
     assert " FAIL " in lines["broker"] and "no TCP connection" in lines["broker"]
     assert " pass " in lines["camera"] and " pass " in lines["model"] and " pass " in lines["config"]
-    assert result.stdout.splitlines()[-1].endswith("passed, 2 failed, 0 skipped")
+    assert " pass " in lines["webhook inspect/pos"] and "answers (HTTP 501 to HEAD)" in lines["webhook inspect/pos"]
+    assert " FAIL " in lines["webhook inspect/erp"] and f"cannot reach {down}" in lines["webhook inspect/erp"]
+    assert result.stdout.splitlines()[-1].endswith("passed, 3 failed, 0 skipped")
 
 
 def test_doctor_with_a_broken_config_skips_what_needs_it(tmp_path):

@@ -238,7 +238,7 @@ class HttpAction:
         except requests.Timeout:
             return Answer("retry", None, f"no answer from {self.settings.url} within {self.settings.timeout_s:g} s", None)
         except requests.RequestException as exc:
-            return Answer("retry", None, f"cannot reach {self.settings.url}: {_reason(exc)}", None)
+            return Answer("retry", None, f"cannot reach {self.settings.url}: {request_error(exc)}", None)
         status = response.status_code
         if 200 <= status < 300:
             return Answer("delivered", status, None, None)
@@ -285,7 +285,7 @@ def retry_after_s(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _reason(exc: requests.RequestException) -> str:
+def request_error(exc: requests.RequestException) -> str:
     """urllib3's innermost reason ("Failed to establish a new connection: [Errno 111] Connection refused")."""
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     text = str(reason or exc)
