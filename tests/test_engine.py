@@ -3,9 +3,11 @@ with OpenVINO's own opset for the SSD and classifier adapters."""
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -16,6 +18,7 @@ import pytest
 
 from agent.infer.engine import AsyncDetector, BadFrame, Classifier, Detector, Model, ModelLoadError
 from agent.infer.geometry import letterbox
+from helpers import wait_until
 from hw_sim.harness import DEFAULT_MODEL
 from hw_sim.scene import PartRenderer
 
@@ -150,6 +153,25 @@ def test_fill_writes_the_prepared_frames_into_the_request(detector, parts):
         np.testing.assert_array_equal(got, model.prepare(frame))
     with pytest.raises(ValueError, match="2 frames for a request of batch 3"):
         model.fill(request, frames[:2])
+
+
+def test_a_batch_size_compiles_once_in_the_background(parts, caplog):
+    """`ready` starts a missing variant on a thread of its own; asking again, or compiling the
+    same variant from two threads, compiles it once, and other variants stay usable meanwhile."""
+    model = Model(DEFAULT_MODEL, performance_hint="THROUGHPUT")
+    size = parts[0].image.shape[:2]
+    caplog.set_level(logging.INFO, logger="agent.infer.engine")
+    assert model.ready(size, 3) is False
+    assert model.ready(size, 3) is False  # still compiling: not a second time
+    model.compiled(size, 1)  # another variant, while batch 3 compiles
+    threads = [threading.Thread(target=model.compiled, args=(size, 3)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert wait_until(lambda: model.ready(size, 3), 60)
+    compiles = [r.getMessage() for r in caplog.records if r.getMessage().startswith("compiled ")]
+    assert sum(" x3 " in m for m in compiles) == 1 and sum(" x1 " in m for m in compiles) == 1, compiles
 
 
 def test_batch_and_async_agree_with_single_frames(detector, parts):

@@ -69,6 +69,29 @@ def _source(name: str, folder: Path, fps: float) -> LiveSource:
     return LiveSource(name, folder_opener(folder, fps=fps), "folder", backoff=Backoff(max_s=0.5))
 
 
+class _Genlocked:
+    """A camera whose frames come on a clock shared by every camera of the test (frame times on
+    one grid, as from genlocked cameras), so frames of several cameras wait at the same time.
+    Its images loop in order, as a folder's do."""
+
+    def __init__(self, images: list[np.ndarray], fps: float, stop: threading.Event):
+        self._images, self._period, self._stop, self._n = images, 1.0 / fps, stop, 0
+
+    def read(self) -> np.ndarray | None:
+        now = time.monotonic()
+        if self._stop.wait((now // self._period + 1) * self._period - now):
+            return None
+        self._n += 1
+        return self._images[(self._n - 1) % len(self._images)].copy()
+
+    def close(self) -> None:
+        pass
+
+
+def _genlocked_source(name: str, images: list[np.ndarray], fps: float) -> LiveSource:
+    return LiveSource(name, lambda stop: _Genlocked(images, fps, stop), "genlocked", backoff=Backoff(max_s=0.5))
+
+
 def _run(line: StreamLine, sources, seconds: float, until=None) -> None:
     for source in sources:
         source.start()
@@ -84,13 +107,14 @@ def _run(line: StreamLine, sources, seconds: float, until=None) -> None:
 
 
 def test_two_cameras_are_batched_and_their_objects_reported(tmp_path, scenes, detector):
-    # Frames of different cameras share a batch only when they wait at the same time; each source
-    # keeps the phase it started with, so with two cameras a constant offset could keep them apart.
+    # Frames of different cameras share a batch only when they wait at the same time: the cameras
+    # here tick together. The first coincidence of 2 or 3 frames compiles that batch size in the
+    # background; until it is ready those frames go one by one.
     cams = {"east": scenes[:2], "west": scenes[2:4], "north": scenes[4:]}
-    sources = {name: _source(name, _folder(tmp_path, name, shown), fps=6) for name, shown in cams.items()}
+    sources = {name: _genlocked_source(name, [s.image for s in shown], fps=10) for name, shown in cams.items()}
     recorder = Recorder()
     line = StreamLine("street", "box1", sources, detector, DefectRule(0.4), recorder,
-                      StreamSettings(max_fps=6, event_interval_s=0.0))
+                      StreamSettings(max_fps=10, event_interval_s=0.0))
     _run(line, sources.values(), 6.0)
 
     counters = line.counters

@@ -186,6 +186,7 @@ class Model:
         )
         self.spec: InputSpec = INPUT_SPECS[chosen]
         self._compiled: OrderedDict = OrderedDict()
+        self._compiling: dict[tuple, threading.Event] = {}  # variants being compiled, set when done
         self._lock = threading.Lock()
         self._letterboxes: dict[tuple[int, int], Letterbox] = {}
 
@@ -259,15 +260,46 @@ class Model:
         """The compiled model for frames of source_hw, fed through `fill` (or `prepare`), [batch, h, w, 3]
         u8 BGR; batch 0 means a dynamic batch."""
         key = (tuple(source_hw), batch)
+        while True:
+            with self._lock:
+                if key in self._compiled:
+                    self._compiled.move_to_end(key)
+                    return self._compiled[key]
+                compiling = self._compiling.get(key)
+                if compiling is None:  # this thread compiles it; others wanting it wait for that
+                    compiling = self._compiling[key] = threading.Event()
+                    break
+            compiling.wait()  # then the variant is cached, or that compile failed and we try
+        try:
+            compiled = self._compile(source_hw, batch)  # outside the lock: other variants stay usable
+            with self._lock:
+                self._compiled[key] = compiled
+                if len(self._compiled) > _MAX_COMPILED:
+                    self._compiled.popitem(last=False)
+            return compiled
+        finally:
+            with self._lock:
+                del self._compiling[key]
+            compiling.set()
+
+    def ready(self, source_hw: tuple[int, int], batch: int) -> bool:
+        """Whether this variant is compiled. If not, it starts compiling on a thread of its own
+        (once), so a caller that must not wait a second can use another variant meanwhile."""
+        key = (tuple(source_hw), batch)
         with self._lock:
             if key in self._compiled:
-                self._compiled.move_to_end(key)
-                return self._compiled[key]
-            compiled = self._compile(source_hw, batch)
-            self._compiled[key] = compiled
-            if len(self._compiled) > _MAX_COMPILED:
-                self._compiled.popitem(last=False)
-            return compiled
+                return True
+            if key in self._compiling:
+                return False
+
+        def compile_() -> None:
+            try:
+                self.compiled(source_hw, batch)
+            except ModelLoadError as exc:
+                log.error("compiling %s for batch %d in the background failed: %s", self.file.name, batch, exc)
+
+        threading.Thread(target=compile_, name=f"compile-{self.file.stem}-b{batch}", daemon=True).start()
+        return False
 
     def _compile(self, source_hw: tuple[int, int], batch: int):
         ov = self._ov
@@ -433,6 +465,12 @@ class AsyncDetector:
             self._detector.model.fill(request, frames)
             request.start_async()
             self._in_flight.append((request, key, userdata))
+
+    def ready(self, source_hw: tuple[int, int], batch: int) -> bool:
+        """Whether frames of this size can go as one batch now without waiting for a compile
+        (see Model.ready: a missing variant starts compiling in the background). Requests made
+        already keep their compiled model: a variant the model's cache let go is still ready here."""
+        return self._made.get((tuple(source_hw), batch), 0) > 0 or self._detector.model.ready(source_hw, batch)
 
     def finished(self) -> bool:
         """Whether the oldest request in flight has finished (its results are waiting for

@@ -3,6 +3,7 @@
   camera readers (one per camera, LiveSource) -> [pump per camera] newest frame, rate cap, motion gate
       -> pending: the newest accepted frame of each camera (an older one still waiting is dropped, counted)
       -> [batch thread] the pending frames of one size as one batch -> AsyncDetector (THROUGHPUT hint)
+         (a batch size not compiled yet compiles in the background; its frames go one by one meanwhile)
       -> [batch thread, woken when a request finishes] decode + NMS, in submission order
       -> results queue -> [deliver thread] per camera, with analytics: every
          inferred frame's detections -> tracker -> zones, tripwires, loitering -> one alert event each;
@@ -249,9 +250,14 @@ class StreamLine:
             by_size: dict[tuple, list[tuple[str, Frame]]] = {}
             for cam, frame in taken.items():
                 by_size.setdefault(frame.image.shape, []).append((cam, frame))
-            for group in by_size.values():
+            for shape, group in by_size.items():
                 for start in range(0, len(group), self._settings.max_batch):
-                    self._submit(group[start : start + self._settings.max_batch])
+                    chunk = group[start : start + self._settings.max_batch]
+                    if len(chunk) == 1 or runner.ready(shape[:2], len(chunk)):
+                        self._submit(chunk)
+                    else:  # that batch size compiles in the background: one frame at a time meanwhile
+                        for item in chunk:
+                            self._submit([item])
 
     def _submit(self, items: list[tuple[str, Frame]]) -> None:
         for cam, frame in items:
