@@ -2,7 +2,8 @@
 
 Checks, in order: the config; each model loads and compiles; each camera gives a frame; the PLC
 accepts a Modbus TCP connection; the broker completes the TLS handshake (or a plain TCP
-connection) and accepts an MQTT CONNECT; each webhook's receiver answers a HEAD request; the clock is sane (and inside the TLS certificates'
+connection) and accepts an MQTT CONNECT; each scale gives a reading; each webhook's receiver
+answers a HEAD request; the clock is sane (and inside the TLS certificates'
 validity); the disks have free space. Every check has a timeout. A check that cannot run because
 an earlier one failed (no config, no model) is skipped, not failed.
 
@@ -19,6 +20,8 @@ import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .config.schema import walk_triggers
 
 DEFAULT_STATE_DIRS = (Path("/var/lib/edge-agent"), Path("/var/cache/edge-agent"))
 # This release was built after this moment; a clock before it has no RTC/NTP time yet, and TLS
@@ -59,6 +62,9 @@ def run_checks(config_path: str | Path, *, state_dirs: list[Path] | None = None,
         if config.plc is not None:
             checks.append(_check_plc(config.plc, timeout_s))
         checks.append(_check_broker(config, timeout_s))
+        checks += [_check_scale(line, trigger, timeout_s) for line, line_config in config.lines.items()
+                   for _, trigger in walk_triggers(getattr(line_config, "trigger", None))
+                   if getattr(trigger, "type", None) == "scale"]
         checks += [_check_webhook(f"{line}/{hook.name_at(i)}", hook, timeout_s)
                    for line, line_config in config.lines.items()
                    for i, hook in enumerate(getattr(line_config, "webhooks", []))]
@@ -138,6 +144,35 @@ def _check_plc(plc_config, timeout_s: float) -> Check:
         return Check("plc", True, f"{kind} connection to {where}")
     settings = "plc.host/plc.port" if rtu is None else "plc.rtu (port, baudrate, parity) and the PLC's unit id"
     return Check("plc", False, f"{error or f'no {kind} connection to {where}'}: check the PLC is on and {settings}")
+
+
+def _check_scale(line: str, trigger, timeout_s: float) -> Check:
+    """The line's scale answers with a weight within the timeout: its own trigger, on the port,
+    firing nothing."""
+    from .ingest.scale import ScaleTrigger
+    from .serial_port import SerialPort
+
+    name = f"scale {line}"
+    port = SerialPort(trigger.port, trigger.baudrate, trigger.bytesize, trigger.parity, trigger.stopbits)
+    scale = ScaleTrigger(port, trigger.protocol, lambda *args, **kwargs: None,
+                         poll_interval_s=trigger.poll_interval_ms / 1000, reply_timeout_s=trigger.reply_timeout_ms / 1000,
+                         toledo_checksum=trigger.checksum, name=f"doctor-{line}")
+    try:
+        deadline = time.monotonic() + max(timeout_s, 4 * trigger.reply_timeout_ms / 1000)
+        while scale.counters["readings"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stats = scale.stats()
+    finally:
+        scale.close()
+    settings = f"{trigger.protocol} on {trigger.port} at {trigger.baudrate} {trigger.bytesize}{trigger.parity}{trigger.stopbits}"
+    if stats["readings"]:
+        weight = "no weight" if stats["weight_g"] is None else f"{stats['weight_g']:.1f} g"
+        return Check(name, True, f"{settings}: {weight} ({stats['state']})")
+    if not stats["connects"]:
+        return Check(name, False, f"{stats['last_fault'] or f'cannot open {trigger.port}'}: check the cable "
+                                  "and the port name")
+    return Check(name, False, f"{settings}: no reading within the timeout ({stats['last_fault'] or 'silent'}): "
+                              "check the protocol, baud rate and parity against the scale's settings")
 
 
 def _check_webhook(target: str, hook, timeout_s: float) -> Check:

@@ -26,6 +26,7 @@ from hw_sim.broker import find_mosquitto
 from hw_sim.camera import SimCamera, encode_jpeg
 from hw_sim.plc import SimPlc
 from hw_sim.pos import SimPos
+from hw_sim.scale import SimScale
 from tiny_ir import save_tiny_detector
 
 REPO = Path(__file__).resolve().parents[1]
@@ -319,6 +320,36 @@ def test_doctor_fails_with_a_table_when_the_plc_broker_and_a_webhook_are_down(tm
     assert " pass " in lines["webhook inspect/pos"] and "answers (HTTP 501 to HEAD)" in lines["webhook inspect/pos"]
     assert " FAIL " in lines["webhook inspect/erp"] and f"cannot reach {down}" in lines["webhook inspect/erp"]
     assert result.stdout.splitlines()[-1].endswith("passed, 3 failed, 0 skipped")
+
+
+def test_doctor_reads_each_scale_and_names_what_is_wrong(tmp_path):
+    models = tmp_path / "models"
+    save_tiny_detector(models / "tiny")
+    with SimCamera() as camera, SimScale(tmp_path / "scale", protocol="mtsics") as scale, \
+            SimScale(tmp_path / "toledo", protocol="toledo") as toledo:
+        camera.show(_part_jpeg())
+        scale.place(412.5)
+
+        def line(trigger: dict) -> dict:
+            return {"camera": "cam0", "model": "defects", "trigger": trigger}
+
+        config = {
+            "device": {"id": "box-1"}, "mqtt": {"host": "127.0.0.1", "port": _free_port()},
+            "models": {"defects": {"path": str(models / "tiny")}},
+            "cameras": {"cam0": {"type": "http_snapshot", "url": camera.url}},
+            "lines": {"weigh": line({"type": "scale", "port": str(scale.link), "protocol": "mtsics"}),
+                      "unplugged": line({"type": "scale", "port": str(tmp_path / "ttyUSB9"), "protocol": "mtsics"}),
+                      # a Toledo scale read as MT-SICS: bytes arrive, no reading does
+                      "wrong": line({"type": "scale", "port": str(toledo.link), "protocol": "mtsics"})},
+        }
+        path = tmp_path / "agent.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = _edge_agent("doctor", "--config", str(path), "--state-dir", str(tmp_path), "--timeout", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    rows = {" ".join(row.split()[:2]): row for row in result.stdout.splitlines()[2:-1]}
+    assert " pass " in rows["scale weigh"] and "412.5 g (stable)" in rows["scale weigh"], rows["scale weigh"]
+    assert " FAIL " in rows["scale unplugged"] and "ttyUSB9" in rows["scale unplugged"]
+    assert " FAIL " in rows["scale wrong"] and "no reading within the timeout" in rows["scale wrong"]
 
 
 def test_doctor_with_a_broken_config_skips_what_needs_it(tmp_path):
