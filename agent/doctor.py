@@ -2,7 +2,7 @@
 
 Checks, in order: the config; each model loads and compiles; each camera gives a frame; the PLC
 accepts a Modbus TCP connection; the broker completes the TLS handshake (or a plain TCP
-connection) and accepts an MQTT CONNECT; each scale gives a reading; each webhook's receiver
+connection) and accepts an MQTT CONNECT; the GPIO pins can be claimed; each scale gives a reading; each webhook's receiver
 answers a HEAD request; the clock is sane (and inside the TLS certificates'
 validity); the disks have free space. Every check has a timeout. A check that cannot run because
 an earlier one failed (no config, no model) is skipped, not failed.
@@ -62,6 +62,8 @@ def run_checks(config_path: str | Path, *, state_dirs: list[Path] | None = None,
         if config.plc is not None:
             checks.append(_check_plc(config.plc, timeout_s))
         checks.append(_check_broker(config, timeout_s))
+        gpio = _check_gpio(config)
+        checks += [gpio] if gpio is not None else []
         checks += [_check_scale(line, trigger, timeout_s) for line, line_config in config.lines.items()
                    for _, trigger in walk_triggers(getattr(line_config, "trigger", None))
                    if getattr(trigger, "type", None) == "scale"]
@@ -144,6 +146,41 @@ def _check_plc(plc_config, timeout_s: float) -> Check:
         return Check("plc", True, f"{kind} connection to {where}")
     settings = "plc.host/plc.port" if rtu is None else "plc.rtu (port, baudrate, parity) and the PLC's unit id"
     return Check("plc", False, f"{error or f'no {kind} connection to {where}'}: check the PLC is on and {settings}")
+
+
+def _check_gpio(config) -> Check | None:
+    """The pin factory loads and every pin the config names can be claimed (outputs are not
+    driven). None: the config uses no GPIO."""
+    from .gpio import GpioError, make_pin_factory, probe_pins
+
+    inputs, outputs = [], []
+    for line, line_config in config.lines.items():
+        for _, trigger in walk_triggers(getattr(line_config, "trigger", None)):
+            if getattr(trigger, "type", None) == "gpio":
+                inputs.append((f"{line} trigger", trigger.pin, trigger.pull_up))
+        for key in ("reject_output", "stop_line_output"):
+            output = getattr(line_config, key, None)
+            if output is not None:
+                outputs.append((f"{line} {key}", output.pin))
+    light = config.gpio.stack_light
+    if light is not None:
+        outputs += [(f"stack light {colour}", pin) for colour in ("green", "amber", "red", "buzzer")
+                    if (pin := getattr(light, colour)) is not None]
+    if not inputs and not outputs:
+        return None
+    try:
+        factory = make_pin_factory(config.gpio.pin_factory)
+    except GpioError as exc:
+        return Check("gpio", False, str(exc))
+    try:
+        problems = probe_pins(factory, inputs, outputs)
+    finally:
+        factory.close()
+    kind = type(factory).__name__
+    if problems:
+        return Check("gpio", False, f"{kind}: " + "; ".join(problems) + " (a pin in use: is the agent running?)")
+    return Check("gpio", True, f"{kind}: {len(inputs)} inputs and {len(outputs)} outputs claimed "
+                               f"({', '.join(f'{label} {pin}' for label, pin, *_ in inputs + outputs)})")
 
 
 def _check_scale(line: str, trigger, timeout_s: float) -> Check:

@@ -52,6 +52,20 @@ def make_pin_factory(name: str | None):
         raise GpioError(f"gpio.pin_factory {name!r} does not work here: {exc}") from None
 
 
+def probe_pins(factory, inputs: list[tuple[str, object, bool]], outputs: list[tuple[str, object]]) -> list[str]:
+    """Claim each pin once and let it go: inputs (label, pin, pull_up) as the agent would, outputs
+    (label, pin) as inputs without a pull, so a reject arm or a light is never driven. The
+    problems (no such pin, in use), one per pin."""
+    problems = []
+    for label, pin, pull_up, kind in [*((*i, "input") for i in inputs), *((*o, None, "output") for o in outputs)]:
+        try:
+            DigitalInputDevice(pin, pull_up=pull_up, active_state=None if pull_up is not None else True,
+                               pin_factory=factory).close()
+        except (GPIOZeroError, ValueError, OSError) as exc:
+            problems.append(f"{label} ({kind} {pin}): {exc}")
+    return problems
+
+
 class EdgeInput:
     """Calls `on_edge(t_mono)` on each debounced edge of a digital input.
 

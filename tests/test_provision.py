@@ -258,9 +258,10 @@ def test_tls_identity_end_to_end_with_doctor(tmp_path):
             assert result.returncode == 0, result.stderr
             return result
 
-        def doctor():
+        def doctor():  # this machine has no GPIO: the provisioned config's default pin factory is gpiozero's mock
             return _edge_agent("doctor", "--config", str(root / "etc/edge-agent/config.yaml"),
-                               "--state-dir", str(tmp_path), "--min-free-mb", "1", env=_credentials(root))
+                               "--state-dir", str(tmp_path), "--min-free-mb", "1",
+                               env={**_credentials(root), "GPIOZERO_PIN_FACTORY": "mock"})
 
         # First boot: the CSR exists, no certificate yet; the broker refuses a client without one.
         provision()
@@ -288,6 +289,7 @@ def test_tls_identity_end_to_end_with_doctor(tmp_path):
     assert "handshake" in rows["broker"] and "client certificate; MQTT CONNECT accepted" in rows["broker"]
     assert "pass" in rows["plc"] and "pass" in rows["camera cam0"] and "160x120" in rows["camera cam0"]
     assert "pass" in rows["model defects"] and "pass" in rows["clock"] and "pass" in rows["config"]
+    assert "pass" in rows["gpio"] and "MockFactory" in rows["gpio"]
 
 
 # -- doctor on its own -----------------------------------------------------------------------
@@ -350,6 +352,31 @@ def test_doctor_reads_each_scale_and_names_what_is_wrong(tmp_path):
     assert " pass " in rows["scale weigh"] and "412.5 g (stable)" in rows["scale weigh"], rows["scale weigh"]
     assert " FAIL " in rows["scale unplugged"] and "ttyUSB9" in rows["scale unplugged"]
     assert " FAIL " in rows["scale wrong"] and "no reading within the timeout" in rows["scale wrong"]
+
+
+@pytest.mark.parametrize("red", [6, "GPIO99"])
+def test_doctor_claims_every_gpio_pin_without_driving_one(tmp_path, red):
+    models = tmp_path / "models"
+    save_tiny_detector(models / "tiny")
+    with SimCamera() as camera:
+        camera.show(_part_jpeg())
+        config = {
+            "device": {"id": "box-1"}, "mqtt": {"host": "127.0.0.1", "port": _free_port()},
+            "gpio": {"pin_factory": "mock", "stack_light": {"green": 5, "red": red}},
+            "models": {"defects": {"path": str(models / "tiny")}},
+            "cameras": {"cam0": {"type": "http_snapshot", "url": camera.url}},
+            "lines": {"inspect": {"camera": "cam0", "model": "defects", "trigger": {"type": "gpio", "pin": 17},
+                                  "reject_output": {"pin": 27}}},
+        }
+        path = tmp_path / "agent.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = _edge_agent("doctor", "--config", str(path), "--state-dir", str(tmp_path), "--timeout", "0.5")
+    row = next(line for line in result.stdout.splitlines() if line.split()[:1] == ["gpio"])
+    if red == 6:
+        assert " pass " in row and "MockFactory: 1 inputs and 3 outputs claimed" in row, row
+        assert "inspect trigger 17" in row and "inspect reject_output 27" in row and "stack light red 6" in row
+    else:
+        assert " FAIL " in row and "stack light red (output GPIO99): GPIO99 is not a valid pin name" in row, row
 
 
 def test_doctor_with_a_broken_config_skips_what_needs_it(tmp_path):
