@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .ports import server_port
+
 log = logging.getLogger(__name__)
 
 _DEFAULT_BINARY = Path("/usr/sbin/mosquitto")
@@ -47,10 +49,6 @@ def find_mosquitto() -> Path:
     )
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _port_accepts(host: str, port: int) -> bool:
@@ -105,7 +103,7 @@ class MosquittoBroker:
         binary = find_mosquitto()
         workdir = self._ensure_workdir()
         if self._port == 0:
-            self._port = _free_port(self._host)
+            self._port = server_port(self._host)
         elif _port_accepts(self._host, self._port):
             # Otherwise the readiness probe below would be answered by that other listener.
             raise BrokerStartError(

@@ -8,7 +8,6 @@ The agent runs in this process because gpiozero's mock pins live in one process.
 from __future__ import annotations
 
 import json
-import socket
 import statistics
 import tempfile
 import time
@@ -21,6 +20,7 @@ from .broker import MosquittoBroker
 from .camera import SimCamera
 from .conveyor import BeltSettings, Conveyor, Part
 from .plc import PlcResult, SimPlc
+from .ports import server_port
 from .scene import PartRenderer
 from .subscriber import MqttRecorder
 
@@ -164,10 +164,6 @@ def score(parts: list[Part], results: dict[int, PlcResult], events: dict[int, di
     return card
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class SimulatedCell:
@@ -188,7 +184,7 @@ class SimulatedCell:
         from agent.config import load_config
 
         try:
-            self.broker = MosquittoBroker(port=_free_port(), workdir=self.workdir / "broker")
+            self.broker = MosquittoBroker(port=server_port(), workdir=self.workdir / "broker")
             self._stack.append(self.broker.stop)
             if self._broker_up:
                 self.broker.start()

@@ -29,6 +29,8 @@ from pymodbus import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from .ports import server_port
+
 log = logging.getLogger(__name__)
 
 HOLDING_REGISTER_COUNT = 1000
@@ -106,7 +108,7 @@ class SimPlc:
         if not 0 <= reject_coil_addr < COIL_COUNT:
             raise ValueError(f"reject_coil_addr={reject_coil_addr} must be in 0..{COIL_COUNT - 1}")
         self.host = host
-        self.port = port  # replaced by the real port on the first start()
+        self.port = port or (0 if serial_port else server_port(host))  # kept across stop() and start()
         self._device_id = device_id
         self._inspection_id_addr = inspection_id_addr
         self._reject_coil_addr = reject_coil_addr

@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from .ports import server_port
+
 
 @dataclass(frozen=True)
 class PosRequest:
@@ -37,7 +39,7 @@ class PosRequest:
 
 class SimPos:
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self._address = (host, port)
+        self._address = (host, port or server_port(host))  # kept across stop() and start()
         self._lock = threading.Lock()
         self._requests: list[PosRequest] = []
         self._script: list[tuple[int, float | str | None]] = []  # (status, Retry-After) for the next requests

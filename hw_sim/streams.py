@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -29,11 +28,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .ports import server_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
 
 
 class StreamServer:
@@ -46,7 +43,7 @@ class StreamServer:
         pattern."""
         if shutil.which("ffmpeg") is None:
             raise RuntimeError("ffmpeg is not installed: apt-get install -y ffmpeg")
-        self.port = port or free_port()
+        self.port = port or server_port()
         self.fps = fps
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="edge-stream-")
         self.workdir = Path(workdir or self._tmp.name)
