@@ -124,6 +124,7 @@ def test_offline_bundle_installs_without_an_index_and_passes_doctor(tmp_path, mo
                            "--plc", f"127.0.0.1:{plc.port}", "--camera", f"cam0={camera.url}", timeout=120)
         assert provisioned.returncode == 0, provisioned.stderr
         doctor = _run(edge_agent, "doctor", "--config", root / "etc/edge-agent/config.yaml", "--state-dir", tmp_path,
-                      "--min-free-mb", "1", timeout=120)
+                      "--min-free-mb", "1", timeout=120,
+                      env=os.environ | {"GPIOZERO_PIN_FACTORY": "mock"})  # no GPIO here: gpiozero's mock pins
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert "0 failed" in doctor.stdout.splitlines()[-1]
