@@ -145,13 +145,17 @@ class StreamServer:
 
     # -- internals -------------------------------------------------------------------
     def _listening(self) -> bool:
+        """Listening, or already serving: ffmpeg stops listening once it accepts its one client,
+        and a client that retries every few ms (a camera reader reconnecting) can connect
+        between two looks at the table."""
         # Read the kernel's table rather than connect: a probe connection would be the one
-        # client ffmpeg serves.
+        # client ffmpeg serves. Local address :PORT in state LISTEN (0A) or ESTABLISHED (01);
+        # the port lies below the ephemeral range, so no client socket has it as its own.
         port_hex = f"{self.port:04X}"
         try:
             with open("/proc/net/tcp") as table:
-                return any(line.split()[1].endswith(f":{port_hex}") and line.split()[3] == "0A"
-                           for line in table.readlines()[1:])
+                return any(fields[1].endswith(f":{port_hex}") and fields[3] in ("0A", "01")
+                           for fields in (line.split() for line in table.readlines()[1:]))
         except OSError:
             return False
 
